@@ -1,0 +1,136 @@
+"""Checkpoint I/O: model-only and backbone-only loads with a name/shape report, atomic saves, training state.
+
+A training checkpoint holds the model parameters (tutorial names: ``conv1.0.weight`` ...), the
+optimizer state (``moments.*``, ``learning_rate``, ``global_step``, ``momentum``) and a few
+``train_state.*`` scalars (epoch, step, best mIoU). Loading a model ignores the latter two, so the
+tutorial's ``FCN8s.ckpt``, our ``best.ckpt`` and a bare weights file all load the same way.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FCNError
+from .fileio import atomic_path
+from .models.fcn import BACKBONE_PREFIXES
+
+OPTIMIZER_KEYS = ("learning_rate", "global_step", "momentum", "scale_sense", "current_iterator_step",
+                  "last_overflow_iterator_step")
+OPTIMIZER_PREFIXES = ("moments.", "accum.", "stat.")
+TRAIN_STATE_PREFIX = "train_state."
+HEAD_PREFIXES = ("score_", "upscore")
+
+
+def _is_training_key(name):
+    return (name in OPTIMIZER_KEYS or name.startswith(OPTIMIZER_PREFIXES)
+            or name.startswith(TRAIN_STATE_PREFIX))
+
+
+@dataclass
+class LoadReport:
+    loaded: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)      # present in the file, deliberately not loaded
+    reinitialised: list = field(default_factory=list)
+
+    def summary(self, path):
+        parts = [f"loaded {len(self.loaded)} tensors from {path}"]
+        if self.reinitialised:
+            parts.append(f"re-initialised {len(self.reinitialised)} head tensors ({', '.join(self.reinitialised)})")
+        if self.skipped:
+            parts.append(f"ignored {len(self.skipped)} entries not used by the model")
+        return "; ".join(parts)
+
+
+def read_checkpoint(path):
+    """The checkpoint at ``path`` as {name: Parameter or str}; FCNError if missing or unreadable."""
+    import mindspore as ms
+    path = Path(path)
+    if not path.is_file():
+        raise FCNError(f"{path}: checkpoint not found")
+    try:
+        return ms.load_checkpoint(str(path))
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise FCNError(f"{path}: not a readable MindSpore checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def _shape(value):
+    return tuple(value.shape)
+
+
+def _listing(items, limit=6):
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def select_weights(model_shapes, ckpt, backbone_only=False, reinit_head=False):
+    """Decide which checkpoint tensors go into which model parameters.
+
+    ``model_shapes`` maps parameter names to shapes. Returns (names to load, LoadReport); raises
+    FCNError naming every missing, unexpected and mis-shaped key when the two do not fit.
+    """
+    report = LoadReport()
+    wanted = {n: s for n, s in model_shapes.items() if not backbone_only or n.startswith(BACKBONE_PREFIXES)}
+    missing, unexpected, misshaped = [], [], []
+    for name, value in ckpt.items():
+        if _is_training_key(name) or (backbone_only and not name.startswith(BACKBONE_PREFIXES)):
+            report.skipped.append(name)
+        elif name not in model_shapes:
+            (report.skipped if reinit_head and name.startswith(HEAD_PREFIXES) else unexpected).append(name)
+        elif isinstance(value, str) or _shape(value) != model_shapes[name]:
+            if reinit_head and name.startswith(HEAD_PREFIXES):
+                report.reinitialised.append(name)
+            else:
+                got = "a string" if isinstance(value, str) else _shape(value)
+                misshaped.append(f"{name}: checkpoint {got}, model {model_shapes[name]}")
+        else:
+            report.loaded.append(name)
+    for name in wanted:
+        if name not in ckpt:
+            (report.reinitialised if reinit_head and name.startswith(HEAD_PREFIXES) else missing).append(name)
+    problems = []
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped ({_listing(misshaped, 3)})")
+    if missing:
+        problems.append(f"{len(missing)} missing ({_listing(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({_listing(unexpected)})")
+    if problems:
+        hint = ""
+        if any(m.startswith(HEAD_PREFIXES) for m in misshaped):
+            hint = "; for another class count use --set train.reinit_head=true (or --num-classes)"
+        raise FCNError("does not fit the model: " + "; ".join(problems) + hint)
+    return report.loaded, report
+
+
+def load_weights(net, path, backbone_only=False, reinit_head=False):
+    """Load model weights from ``path`` into ``net`` (optimizer state ignored); returns a LoadReport."""
+    import mindspore as ms
+    ckpt = read_checkpoint(path)
+    shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    try:
+        names, report = select_weights(shapes, ckpt, backbone_only, reinit_head)
+    except FCNError as exc:
+        raise FCNError(f"{path}: {exc}") from None
+    params = {p.name: p for p in net.get_parameters()}
+    for name in names:
+        params[name].set_data(ms.Tensor(ckpt[name].asnumpy(), dtype=params[name].dtype))
+    return report
+
+
+def training_state(ckpt):
+    """The ``train_state.*`` scalars of a checkpoint dict as plain Python numbers."""
+    state = {}
+    for name, value in ckpt.items():
+        if name.startswith(TRAIN_STATE_PREFIX):
+            state[name[len(TRAIN_STATE_PREFIX):]] = value if isinstance(value, str) else value.asnumpy().item()
+    return state
+
+
+def save_checkpoint(params, path, state=None):
+    """Write ``params`` (Parameters) and ``state`` (scalars) to ``path`` atomically."""
+    import mindspore as ms
+    entries = [{"name": p.name, "data": p} for p in params]
+    append = {f"{TRAIN_STATE_PREFIX}{k}": v for k, v in (state or {}).items()}
+    with atomic_path(path) as tmp:
+        ms.save_checkpoint(entries, str(tmp), append_dict=append or None)

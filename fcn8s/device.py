@@ -1,0 +1,90 @@
+"""Device choice (Ascend, then GPU, then CPU), execution mode, and the precision policy per device."""
+import os
+from dataclasses import dataclass
+
+import fcn8s
+
+from .errors import FCNError
+from .log import get_logger
+
+FALLBACK_ORDER = ("Ascend", "GPU", "CPU")
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    target: str
+    mode: str             # graph | pynative
+    amp_level: str        # O0 .. O3
+    loss_scale: str       # none | fixed | dynamic
+    loss_scale_value: float
+
+    def describe(self):
+        scale = self.loss_scale if self.loss_scale == "none" else f"{self.loss_scale} {self.loss_scale_value:g}"
+        return f"device {self.target}, {self.mode} mode, amp {self.amp_level}, loss scale {scale}"
+
+
+def is_available(target):
+    import mindspore as ms
+    try:
+        return bool(ms.hal.is_available(target))
+    except (RuntimeError, ValueError):
+        return False
+
+
+def pick_target(requested):
+    """``auto`` -> the first available of Ascend, GPU, CPU; a named device must be available."""
+    if requested == "auto":
+        return next(t for t in FALLBACK_ORDER if t == "CPU" or is_available(t))
+    if requested != "CPU" and not is_available(requested):
+        raise FCNError(f"device.target = {requested}: this MindSpore build or machine has no {requested} "
+                       f"(use auto or CPU)")
+    return requested
+
+
+def precision_policy(target, amp_level="auto", loss_scale="auto"):
+    """Resolve ``auto`` into (amp_level, loss_scale) for ``target``; refuse what the device cannot run.
+
+    Ascend/GPU: O2 (fp16 compute, fp32 BatchNorm and weights) with a dynamic loss scale.
+    CPU: fp32 (MindSpore's CPU kernels fail under O2) and no loss scale; a fixed scale without
+    overflow-drop is the only manager the CPU backend supports.
+    """
+    accel = target in ("Ascend", "GPU")
+    amp = amp_level if amp_level != "auto" else ("O2" if accel else "O0")
+    scale = loss_scale if loss_scale != "auto" else ("dynamic" if accel and amp != "O0" else "none")
+    if not accel and amp != "O0":
+        raise FCNError(f"device.amp_level = {amp}: mixed precision needs Ascend or GPU; use O0 on CPU")
+    if not accel and scale == "dynamic":
+        raise FCNError("device.loss_scale = dynamic: not supported on CPU; use none or fixed")
+    return amp, scale
+
+
+def onednn_note():
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
+    who = "set by user" if fcn8s.ONEDNN_ISA_SET_BY_USER else "fcn8s default, fast convolution kernels"
+    return f"ONEDNN_MAX_CPU_ISA={isa} ({who})"
+
+
+def setup_device(device_cfg, announce=True):
+    """Set MindSpore's device and mode from the ``device`` config section; log one line."""
+    import mindspore as ms
+    target = pick_target(device_cfg.target)
+    amp, scale = precision_policy(target, device_cfg.amp_level, device_cfg.loss_scale)
+    ms.set_device(target)
+    ms.set_context(mode=ms.GRAPH_MODE if device_cfg.mode == "graph" else ms.PYNATIVE_MODE)
+    setup = DeviceSetup(target, device_cfg.mode, amp, scale, device_cfg.loss_scale_value)
+    if announce:
+        chosen = "" if device_cfg.target != "auto" else " (auto: Ascend > GPU > CPU)"
+        extra = f"; {onednn_note()}" if target == "CPU" else ""
+        get_logger().info(f"{setup.describe()}{chosen}{extra}")
+    return setup
+
+
+def loss_scale_manager(setup):
+    """The MindSpore loss-scale manager for ``setup``, or None for no scaling."""
+    from mindspore import amp
+    if setup.loss_scale == "fixed":
+        return amp.FixedLossScaleManager(setup.loss_scale_value, drop_overflow_update=False)
+    if setup.loss_scale == "dynamic":
+        return amp.DynamicLossScaleManager(init_loss_scale=setup.loss_scale_value, scale_factor=2,
+                                           scale_window=1000)
+    return None

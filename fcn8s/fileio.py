@@ -1,0 +1,41 @@
+"""Atomic output: write to a temporary name in the target directory, then rename.
+
+A crash or Ctrl-C at any moment leaves either the old file or the new one, never half of one.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import FCNError
+
+
+@contextlib.contextmanager
+def atomic_path(path, force=True):
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    With ``force=False`` an existing ``path`` is an error (nothing is written).
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise FCNError(f"{path}: already exists (use --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data, force=True):
+    with atomic_path(path, force) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path, text, force=True):
+    atomic_write_bytes(path, text.encode("utf-8"), force)
+

@@ -1,0 +1,24 @@
+"""One logger for the package: plain one-line messages, printed by rank 0 only."""
+import logging
+import os
+import sys
+
+_LOGGER = logging.getLogger("fcn8s")
+
+
+def rank_id():
+    """This process's rank under msrun/mpirun (0 when not distributed)."""
+    for var in ("RANK_ID", "OMPI_COMM_WORLD_RANK", "RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def get_logger():
+    if not _LOGGER.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[fcn8s] %(message)s"))
+        _LOGGER.addHandler(handler)
+        _LOGGER.propagate = False
+        _LOGGER.setLevel(logging.INFO if rank_id() == 0 else logging.WARNING)
+    return _LOGGER

@@ -1,0 +1,132 @@
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import nn
+
+from fcn8s.checkpoint import load_weights, save_checkpoint
+from fcn8s.models import FCN, bilinear_kernel
+from fcn8s.models.layers import MatmulGradConv2d
+from fcn8s.models.tutorial import TutorialFCN8s
+
+
+def _input(rng, *shape):
+    return ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+
+
+def _randomise_bn_statistics(net, rng):
+    """Non-trivial moving statistics, so inference-mode BN actually matters in comparisons."""
+    for p in net.get_parameters():
+        if p.name.endswith("moving_mean"):
+            p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
+        elif p.name.endswith("moving_variance"):
+            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+
+
+def test_full_size_fcn8s_has_the_tutorial_names_shapes_and_counts():
+    net = FCN("fcn8s", 21)
+    shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    assert len(shapes) == 81
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 134_526_944
+    assert sum(int(np.prod(p.shape)) for p in net.trainable_params()) == 134_502_112
+    assert shapes["conv1.0.weight"] == (64, 3, 3, 3)
+    assert shapes["conv3.6.weight"] == (256, 256, 3, 3)
+    assert shapes["conv6.0.weight"] == (4096, 512, 7, 7)
+    assert shapes["conv7.0.weight"] == (4096, 4096, 1, 1)
+    assert shapes["score_fr.weight"] == (21, 4096, 1, 1)
+    assert shapes["upscore2.weight"] == (21, 21, 4, 4)
+    assert shapes["upscore_pool4.weight"] == (21, 21, 4, 4)
+    assert shapes["upscore8.weight"] == (21, 21, 16, 16)
+    assert shapes["score_pool4.weight"] == (21, 512, 1, 1)
+    assert shapes["score_pool3.weight"] == (21, 256, 1, 1)
+    assert {"conv1.1.gamma", "conv1.1.beta", "conv1.1.moving_mean", "conv1.1.moving_variance"} <= set(shapes)
+    assert not any(name.endswith("bias") for name in shapes)
+
+
+def test_tutorial_checkpoint_loads_with_same_logits(tmp_path, rng):
+    tutorial = TutorialFCN8s(21)
+    _randomise_bn_statistics(tutorial, rng)
+    path = tmp_path / "tutorial.ckpt"
+    save_checkpoint(tutorial.get_parameters(), path)
+    ours = FCN("fcn8s", 21)
+    report = load_weights(ours, path)
+    assert len(report.loaded) == 81 and not report.skipped and not report.reinitialised
+    tutorial.set_train(False)
+    ours.set_train(False)
+    x = _input(rng, 1, 3, 64, 96)
+    expected, got = tutorial(x).asnumpy(), ours(x).asnumpy()
+    assert got.shape == (1, 21, 64, 96)
+    assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+
+
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn16s", "fcn32s"])
+@pytest.mark.parametrize("size", [(64, 96), (75, 101)])
+def test_logits_have_the_input_size(arch, size, rng):
+    net = FCN(arch, num_classes=5, width=0.125)
+    net.set_train(False)
+    out = net(_input(rng, 2, 3, *size))
+    assert out.shape == (2, 5, *size)
+
+
+def test_padding_does_not_change_the_valid_region_of_fcn32s_input(rng):
+    """An odd-sized input gives the same logits as the same input zero-padded by hand."""
+    net = FCN("fcn8s", num_classes=3, width=0.125)
+    net.set_train(False)
+    x = rng.standard_normal((1, 3, 75, 101)).astype(np.float32)
+    padded = np.zeros((1, 3, 96, 128), np.float32)
+    padded[:, :, :75, :101] = x
+    np.testing.assert_allclose(net(ms.Tensor(x)).asnumpy(), net(ms.Tensor(padded)).asnumpy()[:, :, :75, :101],
+                               atol=1e-5)
+
+
+def test_bilinear_kernel_upsamples_bilinearly():
+    k = bilinear_kernel(2, 2, 4)
+    np.testing.assert_allclose(k[0, 0][1], [0.1875, 0.5625, 0.5625, 0.1875])
+    assert np.all(k[0, 1] == 0) and np.all(k[1, 0] == 0)
+    # a constant map stays constant in the interior after x2 upsampling
+    up = nn.Conv2dTranspose(2, 2, 4, stride=2, weight_init=ms.Tensor(k))
+    out = up(ms.Tensor(np.ones((1, 2, 6, 6), np.float32))).asnumpy()
+    assert out.shape == (1, 2, 12, 12)
+    np.testing.assert_allclose(out[:, :, 2:-2, 2:-2], 1.0, atol=1e-6)
+
+
+def test_xavier_deconv_init_option():
+    bil = FCN("fcn32s", num_classes=3, width=0.125, deconv_init="bilinear")
+    xav = FCN("fcn32s", num_classes=3, width=0.125, deconv_init="xavier")
+    np.testing.assert_array_equal(bil.upscore32.weight.asnumpy(), bilinear_kernel(3, 3, 64))
+    assert np.abs(xav.upscore32.weight.asnumpy()[0, 1]).sum() > 0
+
+
+def _weighted_sum(net, weights):
+    def loss(x):
+        return (net(x) * weights).sum()
+    return loss
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_conv6_fast_path_matches_native_conv(mode, rng):
+    ms.set_context(mode=mode)
+    try:
+        fast = MatmulGradConv2d(24, 40, 7)
+        native = nn.Conv2d(24, 40, 7, pad_mode="same", weight_init=ms.Tensor(fast.weight.asnumpy()))
+        x = _input(rng, 2, 24, 9, 11)
+        dout = _input(rng, 2, 40, 9, 11)
+        results = []
+        for net in (fast, native):
+            grad = ms.value_and_grad(_weighted_sum(net, dout), grad_position=0, weights=net.trainable_params())
+            value, (dx, (dw,)) = grad(x)
+            results.append((net(x).asnumpy(), value.asnumpy(), dx.asnumpy(), dw.asnumpy()))
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_fast_and_native_conv6_models_share_checkpoints(tmp_path, rng):
+    fast = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="fast")
+    native = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="native")
+    save_checkpoint(fast.get_parameters(), tmp_path / "w.ckpt")
+    load_weights(native, tmp_path / "w.ckpt")
+    fast.set_train(False)
+    native.set_train(False)
+    x = _input(rng, 1, 3, 64, 64)
+    np.testing.assert_allclose(fast(x).asnumpy(), native(x).asnumpy(), rtol=1e-4, atol=1e-5)
