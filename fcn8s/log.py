@@ -14,9 +14,21 @@ def rank_id():
     return 0
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (pytest's capture, tqdm's redirection)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def get_logger():
     if not _LOGGER.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("[fcn8s] %(message)s"))
         _LOGGER.addHandler(handler)
         _LOGGER.propagate = False

@@ -1,0 +1,27 @@
+"""MindDataset pipelines over the MindRecord files that ``fcn8s convert`` writes."""
+from .mindrecord import resolve_mindrecord
+from .transforms import EvalTransform, TrainTransform
+
+
+def _open(path, columns, shuffle, num_shards=None, shard_id=None):
+    import mindspore.dataset as ds
+    return ds.MindDataset(str(resolve_mindrecord(path)), columns_list=columns, shuffle=shuffle,
+                          num_shards=num_shards, shard_id=shard_id)
+
+
+def create_train_dataset(data_cfg, batch_size, num_shards=None, shard_id=None, drop_remainder=True):
+    """Shuffled, augmented, batched (image NCHW float32, label NHW int32) batches of ``data_cfg.train``."""
+    transform = TrainTransform(data_cfg.crop_size, data_cfg.min_scale, data_cfg.max_scale, data_cfg.mean,
+                               data_cfg.std, data_cfg.ignore_label, data_cfg.flip)
+    dataset = _open(data_cfg.train, ["data", "label"], data_cfg.shuffle, num_shards, shard_id)
+    workers = data_cfg.num_workers
+    dataset = dataset.map(operations=transform, input_columns=["data", "label"], num_parallel_workers=workers,
+                          python_multiprocessing=workers > 1)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def create_eval_dataset(data_cfg, path=None):
+    """One full-size image at a time: (image CHW float32, label HW int32, file_name), in file order."""
+    transform = EvalTransform(data_cfg.mean, data_cfg.std)
+    dataset = _open(path or data_cfg.val, ["data", "label", "file_name"], shuffle=False)
+    return dataset.map(operations=transform, input_columns=["data", "label"], num_parallel_workers=1)
