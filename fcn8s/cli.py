@@ -202,6 +202,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("fcn8s: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        sys.stderr.close()
+        return 0
     return status if isinstance(status, int) else 0
 
 

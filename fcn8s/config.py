@@ -80,6 +80,13 @@ DEFAULTS = {
         "alpha": 0.5,
         "legend": True,
     },
+    "demo": {                      # the synthetic dataset `fcn8s demo` makes
+        "num_train": 240,
+        "num_val": 40,
+        "image_size": [160, 160],
+        "seed": 0,
+        "infer_images": 4,
+    },
 }
 
 NULLABLE = {
@@ -104,7 +111,7 @@ CHOICES = {
 
 POSITIVE = (
     "model.num_classes", "model.width", "data.crop_size", "data.min_scale", "data.max_scale",
-    "train.batch_size", "train.epochs", "train.lr", "train.log_interval", "train.save_interval",
+    "train.batch_size", "train.epochs", "demo.num_train", "demo.num_val", "demo.infer_images", "train.lr", "train.log_interval", "train.save_interval",
     "train.keep_checkpoint_max", "device.loss_scale_value", "eval.canvas", "infer.alpha",
 )
 

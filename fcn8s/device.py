@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import fcn8s
 
 from .errors import FCNError
-from .log import get_logger
+from .log import get_logger, set_rank
 
 FALLBACK_ORDER = ("Ascend", "GPU", "CPU")
 
@@ -88,3 +88,18 @@ def loss_scale_manager(setup):
         return amp.DynamicLossScaleManager(init_loss_scale=setup.loss_scale_value, scale_factor=2,
                                            scale_window=1000)
     return None
+
+
+def init_distributed():
+    """(rank, group size). Under msrun with several workers, initialise communication and data parallel."""
+    workers = int(os.environ.get("MS_WORKER_NUM", "1") or 1)
+    if workers <= 1:
+        return 0, 1
+    import mindspore as ms
+    from mindspore.communication import get_group_size, get_rank, init
+    init()
+    rank, size = get_rank(), get_group_size()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=size)
+    set_rank(rank)
+    get_logger().info(f"data parallel: {size} workers (this is rank {rank})")
+    return rank, size

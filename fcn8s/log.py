@@ -6,8 +6,20 @@ import sys
 _LOGGER = logging.getLogger("fcn8s")
 
 
+_RANK = None
+
+
+def set_rank(rank):
+    """Called once communication is initialised: only rank 0 logs below WARNING."""
+    global _RANK
+    _RANK = rank
+    _LOGGER.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
 def rank_id():
-    """This process's rank under msrun/mpirun (0 when not distributed)."""
+    """This process's rank (0 when not distributed)."""
+    if _RANK is not None:
+        return _RANK
     for var in ("RANK_ID", "OMPI_COMM_WORLD_RANK", "RANK"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])

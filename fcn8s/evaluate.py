@@ -1,0 +1,105 @@
+"""``fcn8s eval``: full-resolution evaluation of a checkpoint on a MindRecord file or a VOC root.
+
+Every image is predicted at its original size (see predict.Predictor); one confusion matrix
+collects all pixels except label 255; PA / MPA / mIoU / FWIoU and the per-class table come
+from metrics.segmentation_scores. Writes metrics.json and confusion_matrix.png.
+"""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .checkpoint import load_weights
+from .config import class_names
+from .data.dataset import create_eval_dataset
+from .data.transforms import decode_image, normalize, to_chw
+from .data.voc import BadSample, load_sample, voc_samples
+from .device import setup_device
+from .errors import FCNError
+from .fileio import atomic_write_text
+from .log import get_logger
+from .metrics import ConfusionMatrix
+from .models import build_model
+from .predict import Predictor
+from .visualize import plot_confusion_matrix
+
+SCORE_NAMES = (("pixel_accuracy", "PA"), ("mean_accuracy", "MPA"), ("mean_iou", "mIoU"), ("fw_iou", "FWIoU"))
+
+
+def format_scores(scores):
+    return " ".join(f"{short} {scores[key]:.4f}" for key, short in SCORE_NAMES)
+
+
+def class_table(scores, names):
+    lines = [f"{'class':<16}{'IoU':>8}{'acc':>8}{'pixels':>12}"]
+    for name, iou, acc, pixels in zip(names, scores["iou"], scores["accuracy"], scores["pixels"]):
+        lines.append(f"{name:<16}{iou:>8.4f}{acc:>8.4f}{pixels:>12}".replace("nan", "  - "))
+    return "\n".join(lines)
+
+
+def mindrecord_items(dataset):
+    """(normalised CHW image, label, name) from an eval MindDataset."""
+    for image, label, name in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
+        yield image, label, str(name)
+
+
+def voc_items(voc_root, split, data_cfg, num_classes):
+    """The same items read straight from a VOC folder (no MindRecord needed)."""
+    for sample in voc_samples(voc_root, split):
+        try:
+            data, label = load_sample(sample, num_classes)
+        except BadSample as exc:
+            raise FCNError(str(exc)) from None
+        yield to_chw(normalize(decode_image(data), data_cfg.mean, data_cfg.std)), label, sample.id
+
+
+def confusion_over_dataset(predictor, items, num_classes, limit=None, desc="eval"):
+    """(confusion matrix, number of images) over (image, label, name) items, with a progress bar."""
+    matrix = ConfusionMatrix(num_classes)
+    count = 0
+    bar = tqdm(items, desc=desc, unit="img", leave=False, disable=None, total=limit)
+    for image, label, _ in bar:
+        if limit is not None and count >= limit:
+            break
+        matrix.update(predictor.predict(image), label)
+        count += 1
+    bar.close()
+    return matrix, count
+
+
+def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limit=None):
+    """Evaluate ``ckpt``; prints the scores and the per-class table, writes the report; returns the scores."""
+    log = get_logger()
+    setup_device(cfg.device)
+    net = build_model(cfg.model)
+    log.info(load_weights(net, ckpt).summary(ckpt))
+    predictor = Predictor.from_config(net, cfg)
+    num_classes = cfg.model.num_classes
+    if voc_root:
+        items, source = voc_items(voc_root, split, cfg.data, num_classes), f"{voc_root} ({split})"
+    else:
+        items, source = mindrecord_items(create_eval_dataset(cfg.data, data)), str(data or cfg.data.val)
+    tta = f"scales {list(predictor.scales)}{', flip' if predictor.flip else ''}"
+    tta += f", window {predictor.window}/{predictor.stride}" if predictor.window else ""
+    log.info(f"evaluating on {source}: full resolution, canvas {predictor.canvas}, {tta}")
+    start = time.time()
+    matrix, count = confusion_over_dataset(predictor, items, num_classes, limit)
+    seconds = time.time() - start
+    scores = matrix.scores()
+    names = class_names(cfg)
+    print(f"{format_scores(scores)}\n{class_table(scores, names)}")
+
+    output = Path(output) if output else Path(ckpt).parent / f"eval_{Path(source.split(' ')[0]).stem}"
+    report = {"checkpoint": str(ckpt), "data": source, "images": count, "seconds": round(seconds, 2),
+              **{key: scores[key] for key, _ in SCORE_NAMES},
+              "per_class": {name: {"iou": None if np.isnan(iou) else float(iou),
+                                   "accuracy": None if np.isnan(acc) else float(acc), "pixels": int(pixels)}
+                            for name, iou, acc, pixels in zip(names, scores["iou"], scores["accuracy"],
+                                                              scores["pixels"])},
+              "confusion_matrix": matrix.matrix.tolist()}
+    atomic_write_text(output / "metrics.json", json.dumps(report, indent=1) + "\n")
+    plot_confusion_matrix(matrix.matrix, names, output / "confusion_matrix.png")
+    log.info(f"wrote {output / 'metrics.json'} and {output / 'confusion_matrix.png'} ({count} images, {count / max(seconds, 1e-9):.1f} img/s)")
+    return scores

@@ -1,0 +1,122 @@
+"""``fcn8s infer``: segment image files; for each, an index PNG, a colour mask and an overlay.
+
+``<stem>_label.png`` is an 8-bit palette PNG (class indices in Pillow, colours in any viewer),
+``<stem>_color.png`` the colour mask, ``<stem>_overlay.png`` the mask blended over the image
+(with a legend of the classes present when ``infer.legend`` is on). Preprocessing is eval's.
+"""
+import glob
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .checkpoint import load_weights
+from .config import class_names
+from .data.transforms import normalize, to_chw
+from .device import setup_device
+from .errors import FCNError
+from .fileio import atomic_write_bytes
+from .log import get_logger
+from .models import build_model
+from .predict import Predictor
+from .visualize import add_legend, colorize, index_png_bytes, overlay, png_bytes
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+OUTPUTS = ("label", "color", "overlay")
+
+
+def collect_images(inputs):
+    """Image paths from files, folders (their images, sorted) and glob patterns; missing ones reported."""
+    found, missing = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        elif any(ch in item for ch in "*?["):
+            found += sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            missing.append(f"{item}: not found")
+    return list(dict.fromkeys(found)), missing
+
+
+def read_image(path):
+    """(BGR uint8 image, note or None). Grayscale, alpha and 16-bit images are converted, with a note."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("unreadable image")
+    notes = []
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+        notes.append("16-bit to 8-bit")
+    elif image.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        notes.append("grayscale to colour")
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        notes.append("alpha channel dropped")
+    return image, ", ".join(notes) or None
+
+
+def output_paths(images, output_dir):
+    """{image: {kind: path}} with unique stems (a second 'a.jpg' from another folder becomes a_2)."""
+    seen, plan = {}, {}
+    for image in images:
+        stem = image.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        if seen[stem] > 1:
+            stem = f"{stem}_{seen[stem]}"
+        plan[image] = {kind: output_dir / f"{stem}_{kind}.png" for kind in OUTPUTS}
+    return plan
+
+
+def infer(cfg, ckpt, inputs, output_dir, force=False):
+    """Segment ``inputs``; returns 0, or 1 when some inputs could not be read (all others are done)."""
+    log = get_logger()
+    images, problems = collect_images(inputs)
+    if not images:
+        raise FCNError(f"no images found in {' '.join(map(str, inputs))}")
+    output_dir = Path(output_dir)
+    plan = output_paths(images, output_dir)
+    sources = {p.resolve() for p in images}
+    for paths in plan.values():
+        for path in paths.values():
+            if path.resolve() in sources:
+                raise FCNError(f"{path}: is an input image; choose another --output folder")
+            if path.exists() and not force:
+                raise FCNError(f"{path}: already exists (use --force to overwrite)")
+    setup_device(cfg.device)
+    net = build_model(cfg.model)
+    log.info(load_weights(net, ckpt).summary(ckpt))
+    predictor = Predictor.from_config(net, cfg)
+    names = class_names(cfg)
+    written = 0
+    for image_path in tqdm(images, desc="infer", unit="img", disable=None):
+        try:
+            bgr, note = read_image(image_path)
+        except ValueError as exc:
+            problems.append(f"{image_path}: {exc}")
+            continue
+        if note:
+            log.info(f"{image_path}: converted ({note})")
+        classes = predictor.predict(to_chw(normalize(bgr, cfg.data.mean, cfg.data.std)))
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        blended = overlay(rgb, classes, cfg.infer.alpha)
+        if cfg.infer.legend:
+            blended = add_legend(blended, classes, names)
+        paths = plan[image_path]
+        atomic_write_bytes(paths["label"], index_png_bytes(classes))
+        atomic_write_bytes(paths["color"], png_bytes(colorize(classes)))
+        atomic_write_bytes(paths["overlay"], png_bytes(blended))
+        written += 1
+    log.info(f"wrote {written} x {len(OUTPUTS)} PNGs ({', '.join(f'*_{k}.png' for k in OUTPUTS)}) to {output_dir}")
+    for problem in problems:
+        log.warning(f"skipped {problem}")
+    if problems:
+        log.warning(f"{len(problems)} input(s) could not be processed")
+        return 1
+    return 0

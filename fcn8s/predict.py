@@ -1,0 +1,102 @@
+"""Full-resolution prediction, shared by validation during training, ``eval`` and ``infer``.
+
+An image (normalised, CHW, original size) is padded at the bottom/right onto a fixed canvas, so
+graph mode compiles one shape for a whole dataset; logits are cropped back to the image. The
+canvas size is part of the prediction: BatchNorm shifts the padded zeros, so logits near the
+bottom/right border depend slightly on how much padding there is. One canvas for eval and infer
+keeps their predictions identical. Optional
+multi-scale and flip test-time augmentation average softmax-free logits at the original size;
+optional sliding windows bound memory on large images.
+"""
+import math
+
+import cv2
+import numpy as np
+
+STRIDE = 32
+
+
+def _ceil_to(value, multiple):
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def _resize_chw(array, height, width, interpolation):
+    if array.shape[1:] == (height, width):
+        return array
+    hwc = np.ascontiguousarray(array.transpose(1, 2, 0))
+    # cv2 handles at most 512 channels per call; class logits are far fewer
+    out = cv2.resize(hwc, (width, height), interpolation=interpolation)
+    if out.ndim == 2:
+        out = out[..., None]
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def _window_starts(length, window, stride):
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+class Predictor:
+    """Logits and class maps for single images from a trained network (set to inference mode here)."""
+
+    def __init__(self, net, num_classes, canvas=512, scales=(1.0,), flip=False, window=None, stride=None):
+        self.net = net
+        self.num_classes = num_classes
+        self.canvas = _ceil_to(canvas, STRIDE)
+        self.scales = tuple(scales)
+        self.flip = flip
+        self.window = _ceil_to(window, STRIDE) if window else None
+        self.stride = stride or (self.window * 2 // 3 if self.window else None)
+
+    @classmethod
+    def from_config(cls, net, cfg):
+        e = cfg.eval
+        return cls(net, cfg.model.num_classes, e.canvas, e.scales, e.flip, e.window, e.stride)
+
+    def _run(self, batch):
+        import mindspore as ms
+        return self.net(ms.Tensor(batch)).asnumpy()
+
+    def _forward_padded(self, image):
+        """Logits (C, h, w) of one CHW image, padded onto the canvas (grown to a multiple of 32 if larger)."""
+        _, h, w = image.shape
+        ph, pw = max(self.canvas, _ceil_to(h, STRIDE)), max(self.canvas, _ceil_to(w, STRIDE))
+        canvas = np.zeros((1, image.shape[0], ph, pw), np.float32)
+        canvas[0, :, :h, :w] = image
+        return self._run(canvas)[0, :, :h, :w]
+
+    def _forward(self, image):
+        if not self.window or max(image.shape[1:]) <= self.window:
+            return self._forward_padded(image)
+        _, h, w = image.shape
+        total = np.zeros((self.num_classes, h, w), np.float32)
+        count = np.zeros((1, h, w), np.float32)
+        for top in _window_starts(h, self.window, self.stride):
+            for left in _window_starts(w, self.window, self.stride):
+                tile = image[:, top:top + self.window, left:left + self.window]
+                total[:, top:top + tile.shape[1], left:left + tile.shape[2]] += self._forward_padded(tile)
+                count[:, top:top + tile.shape[1], left:left + tile.shape[2]] += 1
+        return total / count
+
+    def logits(self, image):
+        """Averaged logits (C, H, W) for a normalised CHW float32 image of any size."""
+        self.net.set_train(False)
+        _, h, w = image.shape
+        total = np.zeros((self.num_classes, h, w), np.float32)
+        for scale in self.scales:
+            scaled = image if scale == 1.0 else _resize_chw(
+                image, max(1, round(h * scale)), max(1, round(w * scale)), cv2.INTER_LINEAR)
+            views = [scaled, scaled[:, :, ::-1]] if self.flip else [scaled]
+            for i, view in enumerate(views):
+                out = self._forward(np.ascontiguousarray(view))
+                out = out[:, :, ::-1] if i == 1 else out
+                total += _resize_chw(out, h, w, cv2.INTER_LINEAR)
+        return total / (len(self.scales) * (2 if self.flip else 1))
+
+    def predict(self, image):
+        """Class map (H, W) uint8."""
+        return self.logits(image).argmax(axis=0).astype(np.uint8)

@@ -1,0 +1,200 @@
+"""``fcn8s train``: the training loop, read top to bottom.
+
+Per epoch: shuffled augmented batches -> one compiled train step (forward, cross entropy with
+ignore 255, backward, Momentum with a per-step LR) -> JSON-lines log -> validation on the full
+val images -> ``last.ckpt`` (model + optimizer + state), ``best.ckpt`` by val mIoU, periodic
+``epoch_NNNN.ckpt``. ``--resume`` continues from ``last.ckpt`` at the same step, LR position,
+optimizer state and best mIoU.
+"""
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .checkpoint import load_weights, read_checkpoint, save_checkpoint, training_state
+from .config import dump_config, save_config
+from .data.dataset import create_eval_dataset, create_train_dataset
+from .device import init_distributed, loss_scale_manager, setup_device
+from .errors import FCNError
+from .evaluate import confusion_over_dataset, format_scores, mindrecord_items
+from .log import get_logger
+from .models import build_model
+from .predict import Predictor
+from .schedule import lr_per_step
+from .visualize import plot_training_curves
+
+
+def _initialise(net, optimizer, cfg, output_dir, log):
+    """Resume, or start from a full checkpoint, a backbone checkpoint or scratch; returns the state."""
+    t = cfg.train
+    resume = t.resume
+    if resume == "auto":
+        resume = output_dir / "last.ckpt"
+        if not resume.is_file():
+            log.info(f"resume: no {resume} yet, starting a new run")
+            resume = None
+    if resume:
+        import mindspore as ms
+        ckpt = read_checkpoint(resume)
+        state = training_state(ckpt)
+        if "epoch" not in state:
+            raise FCNError(f"{resume}: not a training checkpoint (no train_state.epoch); use --init to start "
+                           f"from its weights")
+        load_weights(net, resume)
+        optimizer_state = {k: v for k, v in ckpt.items() if k.startswith("moments.") or k == "global_step"}
+        missing, _ = ms.load_param_into_net(optimizer, optimizer_state)
+        if any(m.startswith("moments.") or m == "global_step" for m in missing):
+            raise FCNError(f"{resume}: optimizer state missing ({len(missing)} tensors); cannot resume exactly")
+        log.info(f"resumed from {resume}: epoch {state['epoch']}, step {state['step']}, "
+                 f"best mIoU {state['best_miou']:.4f}")
+        return state
+    if t.init:
+        log.info(load_weights(net, t.init, reinit_head=t.reinit_head).summary(t.init))
+    elif t.pretrained:
+        log.info(load_weights(net, t.pretrained, backbone_only=True).summary(t.pretrained) + " (backbone)")
+    else:
+        log.info("initialisation: from scratch (no train.pretrained / train.init)")
+    return {"epoch": 0, "step": 0, "best_miou": -1.0, "best_epoch": 0}
+
+
+def _build_train_step(net, cfg, setup, lr, log):
+    import mindspore as ms
+    from mindspore import amp, nn
+    t = cfg.train
+    manager = loss_scale_manager(setup)
+    # A fixed scale without overflow-drop divides the gradients inside the optimizer.
+    fixed = setup.loss_scale == "fixed"
+    optimizer = nn.Momentum(net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum,
+                            weight_decay=t.weight_decay, loss_scale=setup.loss_scale_value if fixed else 1.0)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=cfg.data.ignore_label)
+    kwargs = {"loss_scale_manager": manager} if manager else {}
+    step = amp.build_train_network(net, optimizer, loss_fn, level=setup.amp_level, **kwargs)
+    step.set_train(True)
+    log.info(f"optimizer: Momentum {t.momentum}, weight decay {t.weight_decay:g}, lr {t.lr_schedule} "
+             f"{t.lr:g} -> {t.min_lr:g} over {len(lr)} steps ({t.warmup_epochs:g} warm-up epochs)")
+    return step, optimizer
+
+
+class _Run:
+    """Where a run writes: the JSON-lines log, checkpoints and plots (rank 0 only)."""
+
+    def __init__(self, output_dir, is_main):
+        self.dir = output_dir
+        self.is_main = is_main
+        self.log_path = output_dir / "log.jsonl"
+
+    def record(self, entry):
+        if self.is_main:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def save(self, name, params, state):
+        if self.is_main:
+            save_checkpoint(params, self.dir / name, state)
+
+    def prune(self, keep):
+        if self.is_main:
+            for old in sorted(self.dir.glob("epoch_*.ckpt"))[:-keep]:
+                old.unlink()
+
+
+def train(cfg):
+    """Train as ``cfg`` says; returns a dict with the final state and the output directory."""
+    import mindspore as ms
+    import mindspore.dataset as ds
+    log = get_logger()
+    t = cfg.train
+    setup = setup_device(cfg.device)
+    rank, group_size = init_distributed()
+    output_dir = Path(t.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(output_dir, rank == 0)
+    if rank == 0:
+        save_config(cfg, output_dir / "config.yaml")
+    log.info("effective config (saved to %s):\n%s", output_dir / "config.yaml", dump_config(cfg).rstrip())
+    ms.set_seed(t.seed)
+    ds.config.set_seed(t.seed)
+    np.random.seed(t.seed)
+
+    train_data = create_train_dataset(cfg.data, t.batch_size, num_shards=group_size if group_size > 1 else None,
+                                      shard_id=rank if group_size > 1 else None)
+    steps_per_epoch = train_data.get_dataset_size()
+    if steps_per_epoch == 0:
+        raise FCNError(f"{cfg.data.train}: fewer images than one batch of {t.batch_size}"
+                       f"{f' per device ({group_size} devices)' if group_size > 1 else ''}")
+    total_steps = steps_per_epoch * t.epochs
+    lr = lr_per_step(t.lr_schedule, t.lr, total_steps, t.min_lr, round(t.warmup_epochs * steps_per_epoch),
+                     t.poly_power)
+    validate = t.eval_interval > 0
+    val_data = create_eval_dataset(cfg.data) if validate else None
+
+    net = build_model(cfg.model)
+    step_fn, optimizer = _build_train_step(net, cfg, setup, lr, log)
+    state = _initialise(net, optimizer, cfg, output_dir, log)
+    start_epoch = state["epoch"]
+    if start_epoch >= t.epochs:
+        log.info(f"nothing to do: already trained {start_epoch} of {t.epochs} epochs")
+        return {"state": state, "output_dir": output_dir}
+    predictor = Predictor.from_config(net, cfg)
+    log.info(f"training {t.epochs - start_epoch} epochs x {steps_per_epoch} steps, batch {t.batch_size}"
+             f"{f' x {group_size} devices' if group_size > 1 else ''}, crop {cfg.data.crop_size}, "
+             f"output {output_dir}")
+
+    batches = train_data.create_tuple_iterator(num_epochs=t.epochs - start_epoch)
+    step = state["step"]
+    for epoch in range(start_epoch + 1, t.epochs + 1):
+        net.set_train(True)
+        losses, epoch_start = [], time.time()
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=None
+                   if rank == 0 else True)
+        for i, (images, labels) in enumerate(batches):  # the iterator stops at each epoch's end
+            step_start = time.time()
+            out = step_fn(images, labels)
+            loss = float((out[0] if isinstance(out, tuple) else out).asnumpy())
+            overflow = isinstance(out, tuple) and bool(out[1].asnumpy())
+            step += 1
+            if not math.isfinite(loss) and not overflow:
+                raise FCNError(f"loss is {loss} at epoch {epoch}, step {step} (lr {lr[step - 1]:.3g}); stopped. "
+                               f"The last good checkpoint is {output_dir / 'last.ckpt'}"
+                               f"{'' if (output_dir / 'last.ckpt').exists() else ' (none saved yet)'}")
+            losses.append(loss)
+            seconds = time.time() - step_start
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr[step - 1]:.2e}")
+            if step % t.log_interval == 0 or i == steps_per_epoch - 1:
+                entry = {"epoch": epoch, "step": step, "loss": loss, "lr": float(lr[step - 1]),
+                         "step_time": round(seconds, 4), "images_per_s": round(t.batch_size * group_size / seconds, 2)}
+                if overflow:
+                    entry["overflow"] = True
+                run.record(entry)
+                if bar.disable:  # no progress bar (not a terminal): a log line instead
+                    log.info(f"epoch {epoch}/{t.epochs} step {step}/{total_steps} loss {loss:.4f} "
+                             f"lr {lr[step - 1]:.3e} {entry['images_per_s']:.1f} img/s")
+        bar.close()
+        state.update(epoch=epoch, step=step)
+        summary = f"epoch {epoch}/{t.epochs}: mean loss {np.mean(losses):.4f}, {time.time() - epoch_start:.1f} s"
+
+        if validate and (epoch % t.eval_interval == 0 or epoch == t.epochs):
+            scores = confusion_over_dataset(predictor, mindrecord_items(val_data), cfg.model.num_classes,
+                                            desc="val")[0].scores()
+            run.record({"epoch": epoch, "step": step, "val": {k: scores[k] for k in
+                                                              ("pixel_accuracy", "mean_accuracy", "mean_iou",
+                                                               "fw_iou")}})
+            summary += f"; val {format_scores(scores)}"
+            if scores["mean_iou"] > state["best_miou"]:
+                state.update(best_miou=scores["mean_iou"], best_epoch=epoch)
+                run.save("best.ckpt", net.get_parameters(), state)
+                summary += " (best)"
+        log.info(summary)
+        run.save("last.ckpt", step_fn.get_parameters(), state)
+        if epoch % t.save_interval == 0:
+            run.save(f"epoch_{epoch:04d}.ckpt", net.get_parameters(), state)
+            run.prune(t.keep_checkpoint_max)
+        if rank == 0:
+            plot_training_curves(run.log_path, output_dir)
+    log.info(f"done: {state['epoch']} epochs, {state['step']} steps, best val mIoU {state['best_miou']:.4f} "
+             f"(epoch {state['best_epoch']}); checkpoints in {output_dir}")
+    return {"state": state, "output_dir": output_dir, "final_lr": float(lr[step - 1])}
