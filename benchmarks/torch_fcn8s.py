@@ -1,0 +1,254 @@
+"""FCN-8s/16s/32s in PyTorch with exactly fcn8s.models.FCN's layers and parameter names (optional extra).
+
+`fcn8s bench --compare torch` runs this file in a fresh subprocess, so that neither framework's
+threads or memory colour the other's numbers:
+
+    python benchmarks/torch_fcn8s.py --what train|infer --batch 2 --size 256 [--width 1.0]
+        [--repeat 5] [--warmup 2] [--threads N]
+
+and reads the one JSON line it prints on stdout (logs go to stderr). PyTorch is not a
+dependency of fcn8s: install it by hand (`pip install torch`) to use this file. It does not
+import fcn8s or mindspore unless asked to load a MindSpore checkpoint, so the peak RSS it
+reports is PyTorch's alone.
+
+Transposed convolutions: MindSpore's ``nn.Conv2dTranspose(k, stride=s, pad_mode='same')``
+gives an output of exactly ``s`` times the input and, for our k = 2s, equals PyTorch's
+``ConvTranspose2d(k, stride=s, padding=s // 2)`` (= k/2 - s/2) to float rounding, with no
+output_padding or cropping: checked numerically for s = 2, 8, 16, 32 (relative difference
+< 2e-7). Both store the weight as (in, out, k, k), so checkpoint tensors copy over unchanged.
+"""
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+STRIDE = 32
+ARCHS = ("fcn32s", "fcn16s", "fcn8s")
+# (output channels, convolutions) of VGG-16's five blocks, as in fcn8s/models/vgg.py
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+FC_CHANNELS = 4096
+NUM_CLASSES = 21    # PASCAL VOC, the bench's class count
+IGNORE_INDEX = 255
+# MindSpore BatchNorm parameter name -> PyTorch state_dict name
+BN_NAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+log = logging.getLogger("torch_fcn8s")
+
+
+def scaled(channels, width):
+    """Channel count under the width multiplier (1.0 = the paper's network); as fcn8s.models.vgg.scaled."""
+    return max(1, int(round(channels * width)))
+
+
+def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3):
+    """Sequential [Conv, BN, ReLU] * num_convs: parameters ``<block>.0.weight``, ``<block>.1.weight``..."""
+    layers = []
+    for i in range(num_convs):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, kernel_size,
+                      padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels, eps=1e-5),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+def upsample(num_classes, factor):
+    """x``factor`` transposed convolution, aligned as MindSpore's pad_mode='same' (see the module docstring)."""
+    return nn.ConvTranspose2d(num_classes, num_classes, 2 * factor, stride=factor, padding=factor // 2, bias=False)
+
+
+def head_layers(arch):
+    """(score / upscore layer name, factor or None for 1x1 score) of ``arch``'s head, in forward order."""
+    if arch == "fcn32s":
+        return [("upscore32", 32)]
+    if arch == "fcn16s":
+        return [("upscore2", 2), ("score_pool4", None), ("upscore16", 16)]
+    return [("upscore2", 2), ("score_pool4", None), ("upscore_pool4", 2), ("score_pool3", None), ("upscore8", 8)]
+
+
+class TorchFCN(nn.Module):
+    def __init__(self, arch="fcn8s", num_classes=21, width=1.0):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        self.arch = arch
+        channels, in_channels = [], 3
+        for i, (out_channels, num_convs) in enumerate(VGG16_BLOCKS, start=1):
+            out_channels = scaled(out_channels, width)
+            setattr(self, f"conv{i}", conv_bn_relu_block(in_channels, out_channels, num_convs))
+            channels.append(out_channels)
+            in_channels = out_channels
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        fc = scaled(FC_CHANNELS, width)
+        self.conv6 = conv_bn_relu_block(channels[4], fc, kernel_size=7)
+        self.conv7 = conv_bn_relu_block(fc, fc, kernel_size=1)
+        self.score_fr = nn.Conv2d(fc, num_classes, 1, bias=False)
+        pool_channels = {"score_pool4": channels[3], "score_pool3": channels[2]}
+        for name, factor in head_layers(arch):
+            layer = (upsample(num_classes, factor) if factor
+                     else nn.Conv2d(pool_channels[name], num_classes, 1, bias=False))
+            setattr(self, name, layer)
+
+    def forward(self, x):
+        h, w = x.shape[2], x.shape[3]
+        pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        p3 = self.pool(self.conv3(self.pool(self.conv2(self.pool(self.conv1(x))))))
+        p4 = self.pool(self.conv4(p3))
+        p5 = self.pool(self.conv5(p4))
+        score = self.score_fr(self.conv7(self.conv6(p5)))
+        if self.arch == "fcn32s":
+            out = self.upscore32(score)
+        elif self.arch == "fcn16s":
+            out = self.upscore16(self.upscore2(score) + self.score_pool4(p4))
+        else:
+            fuse4 = self.upscore2(score) + self.score_pool4(p4)
+            out = self.upscore8(self.upscore_pool4(fuse4) + self.score_pool3(p3))
+        if pad_h or pad_w:
+            out = out[:, :, :h, :w]
+        return out
+
+
+def torch_name(mindspore_name):
+    """The state_dict key of a MindSpore parameter name (``conv1.1.gamma`` -> ``conv1.1.weight``)."""
+    prefix, _, leaf = mindspore_name.rpartition(".")
+    return f"{prefix}.{BN_NAMES.get(leaf, leaf)}"
+
+
+def load_mindspore_checkpoint(model, ckpt_path):
+    """Copy the weights of one of our MindSpore checkpoints into ``model`` (a TorchFCN); returns ``model``.
+
+    Entries the model has no tensor for (optimizer ``moments.*``, ``learning_rate``,
+    ``global_step``, ``momentum``, ``train_state.*``) are ignored; every parameter and BN
+    statistic of the model must be in the file with the right shape (BN's
+    ``num_batches_tracked`` is PyTorch-only and is left as it is).
+    """
+    import fcn8s  # noqa: F401  (sets mindspore's CPU kernel choice before its first import)
+    import mindspore as ms
+    wanted = model.state_dict()
+    state = {}
+    for name, value in ms.load_checkpoint(str(ckpt_path)).items():
+        key = torch_name(name)
+        if key in wanted:
+            state[key] = torch.from_numpy(value.asnumpy())
+    missing = [k for k in wanted if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"{ckpt_path}: {len(missing)} tensors of the {model.arch} model are missing: "
+                         + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
+    model.load_state_dict(state, strict=False)   # a shape mismatch still raises
+    return model
+
+
+def fcn_forward_gflop(arch, num_classes, width, batch, height, width_px):
+    """GFLOP (2 x multiply-adds, 1e9) of the convolutions and transposed convolutions of one forward.
+
+    Counts the network as it runs: on the input padded up to a multiple of 32, with 'same'
+    padding zeros included. A convolution costs out_channels x out_pixels x in_channels x k^2
+    MACs; a transposed one in_pixels x in_channels x out_channels x k^2 (every input pixel
+    scatters a full kernel). BatchNorm, ReLU, pooling, the skip additions and the loss are not
+    counted (< 1% of the total). A train step is usually taken as 3 x this (forward, and two
+    backward passes of the same size: input and weight gradients).
+    """
+    h, w = -(-height // STRIDE) * STRIDE, -(-width_px // STRIDE) * STRIDE
+    macs, in_channels = 0, 3
+    for level, (out_channels, num_convs) in enumerate(VGG16_BLOCKS):
+        out_channels = scaled(out_channels, width)
+        pixels = (h >> level) * (w >> level)
+        macs += pixels * 9 * out_channels * (in_channels + (num_convs - 1) * out_channels)
+        in_channels = out_channels
+    fc = scaled(FC_CHANNELS, width)
+    pixels5 = (h // STRIDE) * (w // STRIDE)
+    macs += pixels5 * (in_channels * fc * 49 + fc * fc + fc * num_classes)
+    pool_channels = {"score_pool4": scaled(512, width), "score_pool3": scaled(256, width)}
+    stride = STRIDE    # of the score map that enters the next head layer
+    for name, factor in head_layers(arch):
+        pixels = (h // stride) * (w // stride)
+        if factor:
+            macs += pixels * num_classes * num_classes * (2 * factor) ** 2
+            stride //= factor
+        else:
+            macs += pixels * pool_channels[name] * num_classes
+    return 2 * batch * macs / 1e9
+
+
+def time_steps(step, repeat, warmup):
+    """Wall times (s) of ``repeat`` calls of ``step`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        log.info("step %d/%d: %.3f s", i + 1, repeat, times[-1])
+    return times
+
+
+def bench(what, batch, size, width, repeat, warmup, threads):
+    """Time train steps or inference forwards of FCN-8s; the result as a dict (the JSON line)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = TorchFCN("fcn8s", NUM_CLASSES, width)
+    images = torch.randn(batch, 3, size, size)
+    if what == "train":
+        labels = torch.randint(0, NUM_CLASSES, (batch, size, size), dtype=torch.int64)
+        labels[torch.rand(batch, size, size) < 0.05] = IGNORE_INDEX   # unlabelled borders, as in VOC
+        criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        model.train()
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(images), labels)
+            loss.backward()
+            optimizer.step()
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                model(images)
+    times = time_steps(step, repeat, warmup)
+    gflop = fcn_forward_gflop("fcn8s", NUM_CLASSES, width, batch, size, size) * (3 if what == "train" else 1)
+    return {
+        "framework": "torch", "version": torch.__version__, "what": what, "batch": batch, "size": size,
+        "width": width, "threads": threads, "times_s": times, "median_s": statistics.median(times),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gflop": gflop,
+    }
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description="Time PyTorch FCN-8s train steps or inference on CPU; "
+                                                 "prints one JSON line.")
+    parser.add_argument("--what", choices=("train", "infer"), required=True)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256, help="square input side in pixels")
+    parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    parser.add_argument("--repeat", type=int, default=5, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
+    return parser
+
+
+def main(argv=None):
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if min(args.batch, args.size, args.repeat, args.threads) < 1 or args.warmup < 0 or args.width <= 0:
+        parser.error("--batch, --size, --repeat, --threads and --width must be positive, --warmup >= 0")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="torch_fcn8s: %(message)s")
+    result = bench(args.what, args.batch, args.size, args.width, args.repeat, args.warmup, args.threads)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The PyTorch twin in benchmarks/torch_fcn8s.py: same logits as our FCN for the same checkpoint, and a
+FLOP count that agrees with one taken from the layers as they run. Skipped where torch is not installed."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import numpy as np  # noqa: E402
+import mindspore as ms  # noqa: E402  (fcn8s is imported first by conftest)
+
+from fcn8s.checkpoint import save_checkpoint  # noqa: E402
+from fcn8s.models import FCN  # noqa: E402
+
+TWIN_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_fcn8s.py"
+
+
+def _load_twin():
+    spec = importlib.util.spec_from_file_location("torch_fcn8s", TWIN_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+twin = _load_twin()
+
+
+def _randomise_bn_statistics(net, rng):
+    """Non-trivial moving statistics, so inference-mode BN actually matters in the comparison."""
+    for p in net.get_parameters():
+        if p.name.endswith("moving_mean"):
+            p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
+        elif p.name.endswith("moving_variance"):
+            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+
+
+@pytest.mark.parametrize("arch, height, width", [
+    ("fcn8s", 64, 96), ("fcn16s", 64, 96), ("fcn32s", 64, 96),
+    ("fcn8s", 50, 70),    # not a multiple of 32: padded and cropped back inside both nets
+])
+def test_mindspore_checkpoint_gives_the_same_logits_in_torch(tmp_path, rng, arch, height, width):
+    net = FCN(arch, num_classes=5, width=0.125)
+    _randomise_bn_statistics(net, rng)
+    path = tmp_path / f"{arch}.ckpt"
+    save_checkpoint(net.get_parameters(), path, state={"epoch": 3})   # train_state.* must be ignored
+    model = twin.load_mindspore_checkpoint(twin.TorchFCN(arch, 5, 0.125), path).eval()
+    net.set_train(False)
+    x = rng.standard_normal((1, 3, height, width)).astype(np.float32)
+    expected = net(ms.Tensor(x)).asnumpy()
+    with torch.inference_mode():
+        got = model(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape == (1, 5, height, width)
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_checkpoint_of_another_arch_is_refused(tmp_path):
+    path = tmp_path / "fcn32s.ckpt"
+    save_checkpoint(FCN("fcn32s", num_classes=5, width=0.125).get_parameters(), path)
+    with pytest.raises(ValueError, match="upscore2.weight"):
+        twin.load_mindspore_checkpoint(twin.TorchFCN("fcn8s", 5, 0.125), path)
+
+
+def _hooked_gflop(model, x):
+    """2 x MACs of every Conv2d / ConvTranspose2d, from the shapes seen as the model runs.
+
+    A convolution output pixel costs in_channels x kh x kw MACs; a transposed-convolution output
+    pixel receives in_channels x (kh / sh) x (kw / sw) of them (k = 2s here, so 4 input pixels).
+    """
+    macs = []
+
+    def count(layer, inputs, output):
+        kh, kw = layer.kernel_size
+        per_pixel = layer.in_channels // layer.groups * kh * kw
+        if isinstance(layer, torch.nn.ConvTranspose2d):
+            per_pixel //= layer.stride[0] * layer.stride[1]
+        macs.append(output.numel() * per_pixel)
+
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            layer.register_forward_hook(count)
+    with torch.inference_mode():
+        model(x)
+    return 2 * sum(macs) / 1e9
+
+
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn16s", "fcn32s"])
+def test_analytic_gflop_matches_the_hooked_layers(arch):
+    with torch.device("meta"):    # shapes only: no 134M-parameter allocation, no arithmetic
+        model = twin.TorchFCN(arch, 21, 1.0).eval()
+        x = torch.empty(1, 3, 256, 256)
+    expected = _hooked_gflop(model, x)
+    assert twin.fcn_forward_gflop(arch, 21, 1.0, 1, 256, 256) == pytest.approx(expected, rel=1e-3)
+
+
+def test_gflop_counts_the_padded_input_and_the_batch():
+    assert twin.fcn_forward_gflop("fcn8s", 21, 0.5, 3, 250, 260) == pytest.approx(
+        3 * twin.fcn_forward_gflop("fcn8s", 21, 0.5, 1, 256, 288))
+
+
+def test_cli_prints_one_json_line():
+    run = subprocess.run(
+        [sys.executable, str(TWIN_PATH), "--what", "train", "--batch", "1", "--size", "64", "--width", "0.125",
+         "--repeat", "2", "--warmup", "1", "--threads", "1"],
+        capture_output=True, text=True, check=True, timeout=300)
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["framework"] == "torch" and result["what"] == "train" and result["threads"] == 1
+    assert len(result["times_s"]) == 2 and result["median_s"] > 0 and result["peak_rss_mib"] > 0
+    assert result["gflop"] == pytest.approx(3 * twin.fcn_forward_gflop("fcn8s", 21, 0.125, 1, 64, 64))
