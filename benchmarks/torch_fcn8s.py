@@ -7,8 +7,8 @@ threads or memory colour the other's numbers:
         [--repeat 5] [--warmup 2] [--threads N]
 
 and reads the one JSON line it prints on stdout (logs go to stderr). PyTorch is not a
-dependency of fcn8s: install it by hand (`pip install torch`) to use this file. It does not
-import fcn8s or mindspore unless asked to load a MindSpore checkpoint, so the peak RSS it
+dependency of fcn8s: install it by hand (`pip install torch==2.13.0`) to use this file. It imports only
+fcn8s.architecture (no MindSpore) unless asked to load a MindSpore checkpoint, so the peak RSS it
 reports is PyTorch's alone.
 
 Transposed convolutions: MindSpore's ``nn.Conv2dTranspose(k, stride=s, pad_mode='same')``
@@ -30,22 +30,15 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-STRIDE = 32
-ARCHS = ("fcn32s", "fcn16s", "fcn8s")
-# (output channels, convolutions) of VGG-16's five blocks, as in fcn8s/models/vgg.py
-VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-FC_CHANNELS = 4096
+# framework-free: the same layout, width rule and FLOP count as the MindSpore network
+from fcn8s.architecture import ARCHS, FC_CHANNELS, STRIDE, VGG16_BLOCKS, fcn_forward_gflop, head_layers, scaled
+
 NUM_CLASSES = 21    # PASCAL VOC, the bench's class count
 IGNORE_INDEX = 255
 # MindSpore BatchNorm parameter name -> PyTorch state_dict name
 BN_NAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 
 log = logging.getLogger("torch_fcn8s")
-
-
-def scaled(channels, width):
-    """Channel count under the width multiplier (1.0 = the paper's network); as fcn8s.models.vgg.scaled."""
-    return max(1, int(round(channels * width)))
 
 
 def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3):
@@ -64,15 +57,6 @@ def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3):
 def upsample(num_classes, factor):
     """x``factor`` transposed convolution, aligned as MindSpore's pad_mode='same' (see the module docstring)."""
     return nn.ConvTranspose2d(num_classes, num_classes, 2 * factor, stride=factor, padding=factor // 2, bias=False)
-
-
-def head_layers(arch):
-    """(score / upscore layer name, factor or None for 1x1 score) of ``arch``'s head, in forward order."""
-    if arch == "fcn32s":
-        return [("upscore32", 32)]
-    if arch == "fcn16s":
-        return [("upscore2", 2), ("score_pool4", None), ("upscore16", 16)]
-    return [("upscore2", 2), ("score_pool4", None), ("upscore_pool4", 2), ("score_pool3", None), ("upscore8", 8)]
 
 
 class TorchFCN(nn.Module):
@@ -147,38 +131,6 @@ def load_mindspore_checkpoint(model, ckpt_path):
                          + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
     model.load_state_dict(state, strict=False)   # a shape mismatch still raises
     return model
-
-
-def fcn_forward_gflop(arch, num_classes, width, batch, height, width_px):
-    """GFLOP (2 x multiply-adds, 1e9) of the convolutions and transposed convolutions of one forward.
-
-    Counts the network as it runs: on the input padded up to a multiple of 32, with 'same'
-    padding zeros included. A convolution costs out_channels x out_pixels x in_channels x k^2
-    MACs; a transposed one in_pixels x in_channels x out_channels x k^2 (every input pixel
-    scatters a full kernel). BatchNorm, ReLU, pooling, the skip additions and the loss are not
-    counted (< 1% of the total). A train step is usually taken as 3 x this (forward, and two
-    backward passes of the same size: input and weight gradients).
-    """
-    h, w = -(-height // STRIDE) * STRIDE, -(-width_px // STRIDE) * STRIDE
-    macs, in_channels = 0, 3
-    for level, (out_channels, num_convs) in enumerate(VGG16_BLOCKS):
-        out_channels = scaled(out_channels, width)
-        pixels = (h >> level) * (w >> level)
-        macs += pixels * 9 * out_channels * (in_channels + (num_convs - 1) * out_channels)
-        in_channels = out_channels
-    fc = scaled(FC_CHANNELS, width)
-    pixels5 = (h // STRIDE) * (w // STRIDE)
-    macs += pixels5 * (in_channels * fc * 49 + fc * fc + fc * num_classes)
-    pool_channels = {"score_pool4": scaled(512, width), "score_pool3": scaled(256, width)}
-    stride = STRIDE    # of the score map that enters the next head layer
-    for name, factor in head_layers(arch):
-        pixels = (h // stride) * (w // stride)
-        if factor:
-            macs += pixels * num_classes * num_classes * (2 * factor) ** 2
-            stride //= factor
-        else:
-            macs += pixels * pool_channels[name] * num_classes
-    return 2 * batch * macs / 1e9
 
 
 def time_steps(step, repeat, warmup):

@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-STRIDE = 32
+from .architecture import STRIDE
 
 
 def _ceil_to(value, multiple):

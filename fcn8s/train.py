@@ -60,7 +60,7 @@ def _initialise(net, optimizer, cfg, output_dir, log):
     return {"epoch": 0, "step": 0, "best_miou": -1.0, "best_epoch": 0}
 
 
-def _build_train_step(net, cfg, setup, lr, log):
+def build_train_step(net, cfg, setup, lr, log):
     import mindspore as ms
     from mindspore import amp, nn
     t = cfg.train
@@ -73,8 +73,9 @@ def _build_train_step(net, cfg, setup, lr, log):
     kwargs = {"loss_scale_manager": manager} if manager else {}
     step = amp.build_train_network(net, optimizer, loss_fn, level=setup.amp_level, **kwargs)
     step.set_train(True)
-    log.info(f"optimizer: Momentum {t.momentum}, weight decay {t.weight_decay:g}, lr {t.lr_schedule} "
-             f"{t.lr:g} -> {t.min_lr:g} over {len(lr)} steps ({t.warmup_epochs:g} warm-up epochs)")
+    if log:
+        log.info(f"optimizer: Momentum {t.momentum}, weight decay {t.weight_decay:g}, lr {t.lr_schedule} "
+                 f"{t.lr:g} -> {t.min_lr:g} over {len(lr)} steps ({t.warmup_epochs:g} warm-up epochs)")
     return step, optimizer
 
 
@@ -132,7 +133,7 @@ def train(cfg):
     val_data = create_eval_dataset(cfg.data) if validate else None
 
     net = build_model(cfg.model)
-    step_fn, optimizer = _build_train_step(net, cfg, setup, lr, log)
+    step_fn, optimizer = build_train_step(net, cfg, setup, lr, log)
     state = _initialise(net, optimizer, cfg, output_dir, log)
     start_epoch = state["epoch"]
     if start_epoch >= t.epochs:

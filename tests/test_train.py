@@ -53,7 +53,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path, tiny_data, rng):
     cfg = tiny_config(tiny_data, tmp_path, "train.lr=0.02")
     setup = setup_device(cfg.device, announce=False)
     net = build_model(cfg.model)
-    step_fn, _ = train_module._build_train_step(net, cfg, setup, lr_per_step("constant", 0.02, 40),
+    step_fn, _ = train_module.build_train_step(net, cfg, setup, lr_per_step("constant", 0.02, 40),
                                                 train_module.get_logger())
     images = ms.Tensor(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
     labels = np.zeros((2, 64, 64), np.int32)
@@ -98,7 +98,7 @@ class _Interrupt:
 
     def __init__(self, at=None, nan_at=None):
         self.at, self.nan_at, self.calls = at, nan_at, 0
-        self.real_build = train_module._build_train_step
+        self.real_build = train_module.build_train_step
 
     def __call__(self, *args, **kwargs):
         step_fn, optimizer = self.real_build(*args, **kwargs)
@@ -115,7 +115,7 @@ class _Interrupt:
 
 def test_interrupt_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_data, monkeypatch):
     straight = train_module.train(tiny_config(tiny_data, tmp_path / "a", mode="graph"))
-    monkeypatch.setattr(train_module, "_build_train_step", _Interrupt(at=7))  # during epoch 2
+    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(at=7))  # during epoch 2
     with pytest.raises(KeyboardInterrupt):
         train_module.train(tiny_config(tiny_data, tmp_path / "b", mode="graph"))
     assert training_state(read_checkpoint(tmp_path / "b" / "last.ckpt"))["epoch"] == 1
@@ -135,12 +135,12 @@ def test_interrupt_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_data, m
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "_build_train_step", _Interrupt(nan_at=6))
+    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(nan_at=6))
     with pytest.raises(FCNError, match=r"loss is nan at epoch 2, step 6 .*last good checkpoint is .*last.ckpt"):
         train_module.train(tiny_config(tiny_data, tmp_path))
     assert training_state(read_checkpoint(tmp_path / "last.ckpt"))["epoch"] == 1
     capsys.readouterr()
-    monkeypatch.setattr(train_module, "_build_train_step", _Interrupt(nan_at=2))
+    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(nan_at=2))
     code = main(["train", "-c", "demo", *sum((["--set", o] for o in _overrides(tiny_data, tmp_path / "cli")), [])])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("fcn8s: error: loss is nan at epoch 1, step 2") and "none saved yet" in err

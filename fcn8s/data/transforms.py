@@ -3,8 +3,6 @@
 ``normalize`` is the only normalisation in the package. Images are BGR (as cv2 decodes) uint8;
 labels are uint8 class indices with ``ignore_label`` (255) for void and padding.
 """
-import os
-
 import cv2
 import numpy as np
 
@@ -61,7 +59,9 @@ class TrainTransform:
 
     Same result as the tutorial's decode / scale / normalise / pad / crop / flip, but only the
     cropped pixels are normalised and padded. Called by MindDataset.map workers with the raw
-    ``data`` and ``label`` bytes; returns (CHW float32 image, HW int32 label).
+    ``data`` and ``label`` bytes; returns (CHW float32 image, HW int32 label). Random draws use
+    numpy's global generator, which MindDataset seeds per worker (seed + worker id) once
+    ``mindspore.dataset.config.set_seed`` is called: augmentation is then reproducible.
     """
 
     def __init__(self, crop_size, min_scale, max_scale, mean, std, ignore_label=255, flip=True):
@@ -70,26 +70,18 @@ class TrainTransform:
         self.mean, self.std = mean, std
         self.ignore_label = ignore_label
         self.flip = flip
-        self._rng, self._pid = None, None
-
-    @property
-    def rng(self):
-        # one generator per worker process: forked workers must not share a random stream
-        if self._pid != os.getpid():
-            self._rng, self._pid = np.random.default_rng(), os.getpid()
-        return self._rng
 
     def __call__(self, data, label):
-        rng, crop = self.rng, self.crop_size
+        crop = self.crop_size
         image, label = decode_image(data), decode_label(label)
-        image, label = rescale(image, label, rng.uniform(self.min_scale, self.max_scale))
+        image, label = rescale(image, label, np.random.uniform(self.min_scale, self.max_scale))
         h, w = label.shape
-        top = int(rng.integers(0, max(h - crop, 0) + 1))
-        left = int(rng.integers(0, max(w - crop, 0) + 1))
+        top = np.random.randint(0, max(h - crop, 0) + 1)
+        left = np.random.randint(0, max(w - crop, 0) + 1)
         image = normalize(image[top:top + crop, left:left + crop], self.mean, self.std)
         label = label[top:top + crop, left:left + crop]
         image, label = pad_to(image, crop, crop, 0.0), pad_to(label, crop, crop, self.ignore_label)
-        if self.flip and rng.random() < 0.5:
+        if self.flip and np.random.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
         return to_chw(image), label.astype(np.int32)
 

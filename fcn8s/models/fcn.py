@@ -10,11 +10,10 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..architecture import ARCHS, FC_CHANNELS, STRIDE, scaled
 from .layers import MatmulGradConv2d
-from .vgg import conv_bn_relu_block, scaled, vgg16_bn_blocks
+from .vgg import conv_bn_relu_block, vgg16_bn_blocks
 
-STRIDE = 32
-ARCHS = ("fcn32s", "fcn16s", "fcn8s")
 BACKBONE_PREFIXES = ("conv1.", "conv2.", "conv3.", "conv4.", "conv5.")
 
 
@@ -54,7 +53,7 @@ class FCN(nn.Cell):
         blocks, channels = vgg16_bn_blocks(width)
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = blocks
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        fc = scaled(4096, width)
+        fc = scaled(FC_CHANNELS, width)
         conv6 = (MatmulGradConv2d(channels[4], fc, 7) if conv6_impl == "fast"
                  else nn.Conv2d(channels[4], fc, 7, weight_init="xavier_uniform"))
         self.conv6 = nn.SequentialCell([conv6, nn.BatchNorm2d(fc), nn.ReLU()])

@@ -1,13 +1,7 @@
 """The VGG-16-BN body as the MindSpore tutorial names it: blocks conv1..conv5 of Conv-BN-ReLU."""
 from mindspore import nn
 
-# (output channels, convolutions) of VGG-16's five blocks
-VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-
-
-def scaled(channels, width):
-    """Channel count under the width multiplier (1.0 = the paper's network)."""
-    return max(1, int(round(channels * width)))
+from ..architecture import VGG16_BLOCKS, scaled
 
 
 def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3):

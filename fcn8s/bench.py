@@ -1,0 +1,258 @@
+"""``fcn8s bench``: train-step, inference and data-pipeline speed and peak memory, side by side.
+
+Each measurement runs in a fresh subprocess (``python -m fcn8s.bench SPEC``) so peak RSS and
+threads are its own: our FCN ("fcn8s"), the tutorial's definition ("seed"), our network with
+oneDNN's default ISA ("isa-default", i.e. without fcn8s's ONEDNN_MAX_CPU_ISA=AVX2), and the
+PyTorch twin in benchmarks/torch_fcn8s.py ("torch", optional). Warm-up calls (graph compilation
+included) are excluded; the median of the timed repetitions is reported.
+"""
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .architecture import fcn_forward_gflop
+from .errors import FCNError
+from .fileio import atomic_write_text
+from .log import get_logger
+
+NUM_CLASSES = 21
+MODEL_IMPLS = ("fcn8s", "seed", "isa-default", "torch")
+TORCH_TWIN = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_fcn8s.py"
+
+
+def _peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(call, repeat, warmup):
+    """(seconds of the first call, timed seconds of ``repeat`` calls after ``warmup`` untimed ones)."""
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        call()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return first, times
+
+
+def _model_and_step(impl, what, width, mode, steps):
+    """(net, train-step cell or None) built as ``fcn8s train`` builds them."""
+    from .config import load_config
+    from .device import setup_device
+    from .models import build_model
+    from .models.tutorial import TutorialFCN8s
+    from .schedule import lr_per_step
+    from .train import build_train_step
+    cfg = load_config(None, [("model.width", width), ("device.target", "CPU"), ("device.mode", mode)])
+    setup = setup_device(cfg.device, announce=False)
+    net = TutorialFCN8s(NUM_CLASSES) if impl == "seed" else build_model(cfg.model)
+    if what != "train":
+        net.set_train(False)
+        return net, None
+    step_fn, _ = build_train_step(net, cfg, setup, lr_per_step("constant", 0.01, steps), None)
+    return net, step_fn
+
+
+def _random_batch(batch, size):
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.05] = 255
+    return images, labels
+
+
+def measure_model(spec):
+    """One train or infer measurement of a MindSpore network, as a result dict."""
+    import mindspore as ms
+    what, batch, size = spec["what"], spec["batch"], spec["size"]
+    net, step_fn = _model_and_step(spec["impl"], what, spec["width"], spec["mode"],
+                                   spec["repeat"] + spec["warmup"] + 1)
+    images, labels = (ms.Tensor(a) for a in _random_batch(batch, size))
+    call = (lambda: step_fn(images, labels).asnumpy()) if step_fn else (lambda: net(images).asnumpy())
+    first, times = _timed(call, spec["repeat"], spec["warmup"])
+    gflop = fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], batch, size, size) * (3 if what == "train" else 1)
+    return {**spec, "framework": "mindspore", "version": ms.__version__, "first_call_s": first, "times_s": times,
+            "median_s": statistics.median(times), "peak_rss_mib": _peak_rss_mib(), "gflop": gflop,
+            "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+
+
+def measure_data(spec):
+    """Pipeline images/s (ours or the tutorial's SegDataset), and for ours the train step fed by it."""
+    import mindspore as ms
+    import mindspore.dataset as ds
+    from .config import load_config
+    from .data.dataset import create_train_dataset
+    from .data.tutorial import SegDataset
+    cfg = load_config("voc", [("data.train", spec["data"]), ("data.num_workers", spec["workers"]),
+                              ("data.crop_size", spec["crop"])])
+    batch = 4
+    if spec["impl"] == "seed":
+        d = cfg.data
+        dataset = SegDataset(d.mean, d.std, spec["data"], batch, d.crop_size, d.max_scale, d.min_scale,
+                             num_readers=1, num_parallel_calls=spec["workers"]).get_dataset()
+    else:
+        dataset = create_train_dataset(cfg.data, batch)
+    ds.config.set_seed(0)
+    iterator = dataset.create_tuple_iterator(output_numpy=True)
+    next(iterator)  # worker start-up
+    start, images = time.perf_counter(), 0
+    while images < spec["images"]:
+        images += next(iterator)[0].shape[0]
+    result = {**spec, "framework": "mindspore", "images_per_s": images / (time.perf_counter() - start),
+              "peak_rss_mib": _peak_rss_mib()}
+    if spec.get("step_batch"):
+        # the same train step fed by fixed tensors, then by the pipeline (crop = step size)
+        net, step_fn = _model_and_step("fcn8s", "train", spec["width"], "graph", 2 * spec["repeat"] + 4)
+        cfg = load_config("voc", [("data.train", spec["data"]), ("data.num_workers", spec["workers"]),
+                                  ("data.crop_size", spec["step_size"])])
+        fixed = [ms.Tensor(a) for a in _random_batch(spec["step_batch"], spec["step_size"])]
+        _, synthetic = _timed(lambda: step_fn(*fixed).asnumpy(), spec["repeat"], 1)
+        batches = create_train_dataset(cfg.data, spec["step_batch"]).create_tuple_iterator()
+        _, fed = _timed(lambda: step_fn(*next(batches)).asnumpy(), spec["repeat"], 1)
+        result.update(step_synthetic_s=statistics.median(synthetic), step_pipeline_s=statistics.median(fed))
+    return result
+
+
+def matmul_peak():
+    """GFLOP/s of a 2048x2048 fp32 matmul in numpy and in MindSpore on this machine (median of 5)."""
+    import mindspore as ms
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    ta = ms.Tensor(a)
+    peaks = {}
+    for name, call in (("numpy", lambda: a @ a), ("mindspore", lambda: ms.ops.matmul(ta, ta).asnumpy())):
+        _, times = _timed(call, 5, 2)
+        peaks[name] = 2 * n ** 3 / statistics.median(times) / 1e9
+    return peaks
+
+
+def _run_worker(spec, env_overrides=None):
+    """Run one measurement in a fresh interpreter; its JSON line as a dict, or {"error": ...}."""
+    env = dict(os.environ, **(env_overrides or {}))
+    if spec["impl"] == "torch":
+        if not TORCH_TWIN.is_file():
+            return {**spec, "error": f"{TORCH_TWIN} not found (a source checkout is needed)"}
+        args = [sys.executable, str(TORCH_TWIN), "--what", spec["what"], "--batch", str(spec["batch"]), "--size",
+                str(spec["size"]), "--width", str(spec["width"]), "--repeat", str(spec["repeat"]), "--warmup",
+                str(spec["warmup"])]
+    else:
+        args = [sys.executable, "-m", "fcn8s.bench", json.dumps(spec)]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        if "No module named 'torch'" in proc.stderr:
+            tail = "PyTorch is not installed (pip install torch==2.13.0)"
+        return {**spec, "error": tail}
+    return {**spec, **json.loads(lines[-1])}
+
+
+def _synthetic_mindrecord(folder):
+    """A small VOC-sized (up to 375x500) synthetic MindRecord for the data benchmark."""
+    from .data.mindrecord import convert_voc
+    from .data.synth import make_synthetic_voc
+    voc = make_synthetic_voc(folder, num_train=48, num_val=2, size=(375, 500), seed=0)
+    convert_voc(voc, folder / "mr")
+    return str(folder / "mr" / "train.mindrecord")
+
+
+def _format_model_rows(rows, peaks):
+    peak = max(peaks.values())
+    lines = [f"{'what':<6}{'impl':<13}{'batch x size':>13}{'median s':>10}{'GFLOP/s':>9}{'% peak':>8}"
+             f"{'peak RSS MiB':>14}  notes"]
+    for r in rows:
+        shape = f"{r['batch']}x{r['size']}"
+        if "error" in r:
+            lines.append(f"{r['what']:<6}{r['impl']:<13}{shape:>13}  skipped: {r['error']}")
+            continue
+        rate = r["gflop"] / r["median_s"]
+        note = f"first call {r['first_call_s']:.1f} s" if "first_call_s" in r else ""
+        lines.append(f"{r['what']:<6}{r['impl']:<13}{shape:>13}{r['median_s']:>10.3f}{rate:>9.1f}"
+                     f"{100 * rate / peak:>7.0f}%{r['peak_rss_mib']:>14.0f}  {note}")
+    return lines
+
+
+def _ratios(rows):
+    lines = []
+    by = {(r["what"], r["impl"], r["batch"], r["size"]): r for r in rows if "error" not in r}
+    for (what, impl, batch, size), r in by.items():
+        ours = by.get((what, "fcn8s", batch, size))
+        if impl == "fcn8s" or not ours:
+            continue
+        lines.append(f"{what} {batch}x{size}: fcn8s time = {ours['median_s'] / r['median_s']:.2f} x {impl}"
+                     f"; fcn8s peak RSS = {ours['peak_rss_mib'] / r['peak_rss_mib']:.2f} x {impl}")
+    return lines
+
+
+def bench(args):
+    """Run the measurements the CLI asked for; print a table, write JSON; returns 0."""
+    log = get_logger()
+    whats = [w for w in args.what.split(",") if w]
+    compares = [c for c in args.compare.split(",") if c]
+    for w in whats:
+        if w not in ("train", "infer", "data"):
+            raise FCNError(f"--what {w}: choose from train, infer, data")
+    for c in compares:
+        if c not in MODEL_IMPLS[1:]:
+            raise FCNError(f"--compare {c}: choose from {', '.join(MODEL_IMPLS[1:])}")
+    if "seed" in compares and args.width != 1.0:
+        raise FCNError(f"--compare seed: the tutorial's network is full width; use --width 1 (not {args.width:g})")
+    if min(args.batch, args.size, args.repeat) < 1 or args.warmup < 0:
+        raise FCNError("--batch, --size and --repeat must be positive, --warmup >= 0")
+    peaks = matmul_peak()
+    log.info("matmul peak (2048x2048 fp32): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    rows = []
+    for what in (w for w in whats if w != "data"):
+        for impl in ("fcn8s", *compares):
+            spec = {"kind": "model", "impl": impl, "what": what, "batch": args.batch, "size": args.size,
+                    "width": args.width, "repeat": args.repeat, "warmup": args.warmup, "mode": args.mode}
+            log.info(f"measuring {what} {impl} {args.batch}x{args.size} ...")
+            rows.append(_run_worker(spec, {"ONEDNN_MAX_CPU_ISA": "ALL"} if impl == "isa-default" else None))
+    lines = _format_model_rows(rows, peaks) + [""] + _ratios(rows)
+    data_rows = []
+    if "data" in whats:
+        with tempfile.TemporaryDirectory(prefix="fcn8s-bench-") as tmp:
+            record = args.data or _synthetic_mindrecord(Path(tmp))
+            for impl in ("fcn8s", "seed"):
+                for workers in (1, 2):
+                    spec = {"kind": "data", "impl": impl, "workers": workers, "data": record, "crop": 512,
+                            "images": 96, "width": args.width, "repeat": args.repeat}
+                    if impl == "fcn8s" and workers == 2:
+                        spec.update(step_batch=args.batch, step_size=args.size)
+                    log.info(f"measuring data pipeline {impl} with {workers} worker(s) ...")
+                    data_rows.append(_run_worker(spec))
+        lines += ["", f"{'data pipeline (512 crops)':<28}{'workers':>8}{'images/s':>10}"]
+        for r in data_rows:
+            value = f"{r['images_per_s']:>10.1f}" if "error" not in r else f"  skipped: {r['error']}"
+            lines.append(f"{r['impl']:<28}{r['workers']:>8}{value}")
+            if "step_pipeline_s" in r:
+                lines.append(f"train step {args.batch}x{args.size}: {r['step_synthetic_s']:.3f} s on fixed tensors, "
+                             f"{r['step_pipeline_s']:.3f} s fed by the pipeline ({r['workers']} workers)")
+    print("\n".join(lines))
+    machine = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
+               "cores": os.cpu_count(), "python": platform.python_version(), "fcn8s": __version__,
+               "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "matmul_peak_gflops": peaks}
+    atomic_write_text(args.output, json.dumps({"machine": machine, "models": rows, "data": data_rows},
+                                              indent=1) + "\n")
+    log.info(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    _spec = json.loads(sys.argv[1])
+    print(json.dumps(measure_model(_spec) if _spec["kind"] == "model" else measure_data(_spec)))

@@ -1,0 +1,77 @@
+"""``fcn8s export``: a checkpoint to MINDIR (or ONNX), verified numerically before it is kept.
+
+The exported file is loaded back (MINDIR with mindspore.load + nn.GraphCell, ONNX with
+onnxruntime) and run on a random input; it is renamed into place only if its logits match the
+network's. Input shape is fixed at export: (batch, 3, H, W), normalised BGR as in eval.
+"""
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_weights
+from .device import setup_device
+from .errors import FCNError
+from .log import get_logger
+from .models import build_model
+
+TOLERANCE = 1e-4   # max |difference| relative to the largest logit
+
+
+def _run_exported(path, fmt, images):
+    """Logits of the exported file on ``images``; FCNError if it does not load or run."""
+    if fmt == "ONNX":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise FCNError("ONNX export needs onnxruntime to verify the file: pip install onnxruntime") from None
+    try:
+        if fmt == "MINDIR":
+            import mindspore as ms
+            return ms.nn.GraphCell(ms.load(str(path)))(ms.Tensor(images)).asnumpy()
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: images})[0]
+    except Exception as exc:  # the runtimes' own error types: any of them means the file is unusable
+        raise FCNError(f"the exported {fmt} file does not load and run: {str(exc).splitlines()[0]}") from None
+
+
+def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=False):
+    """Export ``ckpt`` to ``output`` (suffix added if missing); returns 0."""
+    import mindspore as ms
+    log = get_logger()
+    suffix = ".mindir" if fmt == "MINDIR" else ".onnx"
+    output = Path(output)
+    if output.suffix.lower() != suffix:
+        output = output.with_name(output.name + suffix)
+    if output.exists() and not force:
+        raise FCNError(f"{output}: already exists (use --force to overwrite)")
+    if batch < 1 or min(size) < 1:
+        raise FCNError(f"--batch {batch} --size {size[0]} {size[1]}: must be positive")
+    setup_device(cfg.device)
+    net = build_model(cfg.model)
+    log.info(load_weights(net, ckpt).summary(ckpt))
+    net.set_train(False)
+    images = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
+    expected = net(ms.Tensor(images)).asnumpy()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        try:
+            ms.export(net, ms.Tensor(images), file_name=str(staging / "model"), file_format=fmt)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0]
+            raise FCNError(f"MindSpore {ms.__version__} cannot export this network to {fmt} ({reason}); "
+                           f"MINDIR export works") from None
+        exported = staging / f"model{suffix}"
+        got = _run_exported(exported, fmt, images)
+        diff = float(np.abs(got - expected).max()) / max(1.0, float(np.abs(expected).max()))
+        if got.shape != expected.shape or diff > TOLERANCE:
+            raise FCNError(f"the exported {fmt} file gives different logits (shape {got.shape}, "
+                           f"relative max difference {diff:.2e}); not written")
+        exported.replace(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info(f"wrote {output}: input (batch {batch}, 3, {size[0]}, {size[1]}), verified against the network "
+             f"(relative max difference {diff:.1e})")
+    return 0
