@@ -110,7 +110,7 @@ CHOICES = {
 }
 
 POSITIVE = (
-    "model.num_classes", "model.width", "data.crop_size", "data.min_scale", "data.max_scale",
+    "model.num_classes", "model.width", "data.crop_size", "data.num_workers", "data.min_scale", "data.max_scale",
     "train.batch_size", "train.epochs", "demo.num_train", "demo.num_val", "demo.infer_images", "train.lr", "train.log_interval", "train.save_interval",
     "train.keep_checkpoint_max", "device.loss_scale_value", "eval.canvas", "infer.alpha",
 )

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .checkpoint import load_weights
 from .config import class_names
 from .data.dataset import create_eval_dataset
-from .data.transforms import decode_image, normalize, to_chw
+from .data.transforms import decode_image, normalize
 from .data.voc import BadSample, load_sample, voc_samples
 from .device import setup_device
 from .errors import FCNError
@@ -52,7 +52,7 @@ def voc_items(voc_root, split, data_cfg, num_classes):
             data, label = load_sample(sample, num_classes)
         except BadSample as exc:
             raise FCNError(str(exc)) from None
-        yield to_chw(normalize(decode_image(data), data_cfg.mean, data_cfg.std)), label, sample.id
+        yield normalize(decode_image(data), data_cfg.mean, data_cfg.std), label, sample.id
 
 
 def confusion_over_dataset(predictor, items, num_classes, limit=None, desc="eval"):

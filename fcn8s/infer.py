@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_weights
 from .config import class_names
-from .data.transforms import normalize, to_chw
+from .data.transforms import normalize
 from .device import setup_device
 from .errors import FCNError
 from .fileio import atomic_write_bytes
@@ -103,7 +103,7 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
             continue
         if note:
             log.info(f"{image_path}: converted ({note})")
-        classes = predictor.predict(to_chw(normalize(bgr, cfg.data.mean, cfg.data.std)))
+        classes = predictor.predict(normalize(bgr, cfg.data.mean, cfg.data.std))
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         blended = overlay(rgb, classes, cfg.infer.alpha)
         if cfg.infer.legend:

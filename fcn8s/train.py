@@ -121,7 +121,7 @@ def train(cfg):
     np.random.seed(t.seed)
 
     train_data = create_train_dataset(cfg.data, t.batch_size, num_shards=group_size if group_size > 1 else None,
-                                      shard_id=rank if group_size > 1 else None)
+                                      shard_id=rank if group_size > 1 else None, seed=t.seed + rank)
     steps_per_epoch = train_data.get_dataset_size()
     if steps_per_epoch == 0:
         raise FCNError(f"{cfg.data.train}: fewer images than one batch of {t.batch_size}"

@@ -18,3 +18,15 @@ def rng():
 def _seed():
     ms.set_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def randomise_bn_statistics(rng):
+    """Give every BatchNorm non-trivial moving statistics, so inference-mode BN matters in comparisons."""
+    def randomise(net):
+        for p in net.get_parameters():
+            if p.name.endswith("moving_mean"):
+                p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
+            elif p.name.endswith("moving_variance"):
+                p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    return randomise

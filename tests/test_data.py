@@ -114,7 +114,7 @@ def test_train_transform_pads_with_zero_and_255():
     image = np.full((40, 50, 3), (12, 24, 38), np.uint8)
     label = np.full((40, 50), 3, np.uint8)
     out_image, out_label = transform(cv2.imencode(".png", image)[1].tobytes(),
-                                     cv2.imencode(".png", label)[1].tobytes())
+                                     cv2.imencode(".png", label)[1].tobytes(), np.array([0.3, 0.9, 0.9, 0.1]))
     assert out_image.shape == (3, 64, 64) and out_label.shape == (64, 64)
     np.testing.assert_allclose(out_image[:, :40, :50].reshape(3, -1).mean(axis=1), [1.0, 1.0, 1.0])
     assert np.all(out_image[:, 40:, :] == 0) and np.all(out_image[:, :, 50:] == 0)
@@ -128,14 +128,22 @@ def test_train_transform_scales_labels_with_nearest_and_flips_together():
     image = np.zeros((30, 40, 3), np.uint8)
     image[:, :10] = 200
     flips = set()
-    for _ in range(12):
+    for i in range(12):
+        draws = np.random.default_rng(i).random(4)
         out_image, out_label = transform(cv2.imencode(".png", image)[1].tobytes(),
-                                         cv2.imencode(".png", label)[1].tobytes())
+                                         cv2.imencode(".png", label)[1].tobytes(), draws)
         assert set(np.unique(out_label)) == {0, 4, 255}  # no interpolated in-between classes
-        valid = out_label[:60, :80]
-        bright = out_image[0, :60, :80] > 100
+        cols = np.flatnonzero((out_label != 255).any(axis=0))
+        assert len(cols) == 80 and cols[-1] - cols[0] == 79 and (out_label[60:] == 255).all()
+        valid = out_label[:60, cols[0]:cols[-1] + 1]
+        bright = out_image[0, :60, cols[0]:cols[-1] + 1] > 100
         assert np.mean(bright == (valid == 4)) > 0.97
-        flips.add(bool(valid[0, 0] == 4))
+        flipped = bool(valid[0, -1] == 4)
+        assert flipped == (draws[3] < 0.5)
+        # as in the tutorial (pad right, then flip the crop): a flipped crop has its padding on the left
+        assert cols[0] == (256 - 80 if flipped else 0)
+        assert (out_image[:, :, :cols[0]] == 0).all() and (out_image[:, :, cols[-1] + 1:] == 0).all()
+        flips.add(flipped)
     assert flips == {True, False}
 
 
@@ -293,3 +301,14 @@ def test_check_data_names_every_problem(synth_voc, tmp_path, capsys):
     assert f"{train[1]}.png: label is 3x3 but its image is" in out
     assert f"{train[2]}.png: label values 17 outside 0..5 and 255" in out
     assert "4 problem(s)" in out
+
+
+def test_augmentation_is_reproducible_with_several_workers(converted):
+    cfg = load_config(None, [f"data.train={converted / 'train.mindrecord'}", "data.crop_size=64",
+                             "data.num_workers=2", "data.shuffle=false"])
+    runs = [np.concatenate([label for _, label in create_train_dataset(cfg.data, 2, seed=7).create_tuple_iterator(
+        output_numpy=True, num_epochs=1)]) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    other = np.concatenate([label for _, label in create_train_dataset(cfg.data, 2, seed=8).create_tuple_iterator(
+        output_numpy=True, num_epochs=1)])
+    assert (other != runs[0]).any()

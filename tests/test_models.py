@@ -13,15 +13,6 @@ def _input(rng, *shape):
     return ms.Tensor(rng.standard_normal(shape).astype(np.float32))
 
 
-def _randomise_bn_statistics(net, rng):
-    """Non-trivial moving statistics, so inference-mode BN actually matters in comparisons."""
-    for p in net.get_parameters():
-        if p.name.endswith("moving_mean"):
-            p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
-        elif p.name.endswith("moving_variance"):
-            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
-
-
 def test_full_size_fcn8s_has_the_tutorial_names_shapes_and_counts():
     net = FCN("fcn8s", 21)
     shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
@@ -42,9 +33,9 @@ def test_full_size_fcn8s_has_the_tutorial_names_shapes_and_counts():
     assert not any(name.endswith("bias") for name in shapes)
 
 
-def test_tutorial_checkpoint_loads_with_same_logits(tmp_path, rng):
+def test_tutorial_checkpoint_loads_with_same_logits(tmp_path, rng, randomise_bn_statistics):
     tutorial = TutorialFCN8s(21)
-    _randomise_bn_statistics(tutorial, rng)
+    randomise_bn_statistics(tutorial)
     path = tmp_path / "tutorial.ckpt"
     save_checkpoint(tutorial.get_parameters(), path)
     ours = FCN("fcn8s", 21)

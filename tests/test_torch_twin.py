@@ -29,22 +29,14 @@ def _load_twin():
 twin = _load_twin()
 
 
-def _randomise_bn_statistics(net, rng):
-    """Non-trivial moving statistics, so inference-mode BN actually matters in the comparison."""
-    for p in net.get_parameters():
-        if p.name.endswith("moving_mean"):
-            p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
-        elif p.name.endswith("moving_variance"):
-            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
-
-
 @pytest.mark.parametrize("arch, height, width", [
     ("fcn8s", 64, 96), ("fcn16s", 64, 96), ("fcn32s", 64, 96),
     ("fcn8s", 50, 70),    # not a multiple of 32: padded and cropped back inside both nets
 ])
-def test_mindspore_checkpoint_gives_the_same_logits_in_torch(tmp_path, rng, arch, height, width):
+def test_mindspore_checkpoint_gives_the_same_logits_in_torch(tmp_path, rng, randomise_bn_statistics, arch, height,
+                                                            width):
     net = FCN(arch, num_classes=5, width=0.125)
-    _randomise_bn_statistics(net, rng)
+    randomise_bn_statistics(net)
     path = tmp_path / f"{arch}.ckpt"
     save_checkpoint(net.get_parameters(), path, state={"epoch": 3})   # train_state.* must be ignored
     model = twin.load_mindspore_checkpoint(twin.TorchFCN(arch, 5, 0.125), path).eval()

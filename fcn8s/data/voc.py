@@ -26,26 +26,25 @@ class BadSample(Exception):
     """A sample that cannot be used; ``str()`` names the file and the problem."""
 
 
-def find_voc_root(path):
-    """The VOC2012 folder given VOCdevkit/VOC2012 itself, VOCdevkit, or a folder containing VOCdevkit."""
+def _find_layout(path, candidates, required, expected):
+    """The first of ``candidates`` (relative to ``path``) that has every ``required`` subfolder."""
     path = Path(path)
-    for candidate in (path, path / "VOC2012", path / "VOCdevkit" / "VOC2012"):
-        if all((candidate / sub).is_dir() for sub in VOC_SUBDIRS):
+    for candidate in (path / c for c in candidates):
+        if all((candidate / sub).is_dir() for sub in required):
             return candidate
     if not path.exists():
         raise FCNError(f"{path}: not found")
-    raise FCNError(f"{path}: no VOC 2012 layout found (expected {', '.join(s + '/' for s in VOC_SUBDIRS)})")
+    raise FCNError(f"{path}: no {expected} layout found (expected {', '.join(s + '/' for s in required)})")
+
+
+def find_voc_root(path):
+    """The VOC2012 folder given VOCdevkit/VOC2012 itself, VOCdevkit, or a folder containing VOCdevkit."""
+    return _find_layout(path, (".", "VOC2012", "VOCdevkit/VOC2012"), VOC_SUBDIRS, "VOC 2012")
 
 
 def find_sbd_root(path):
     """SBD's dataset/ folder given benchmark_RELEASE, benchmark_RELEASE/dataset or their parent."""
-    path = Path(path)
-    for candidate in (path, path / "dataset", path / "benchmark_RELEASE" / "dataset"):
-        if (candidate / "img").is_dir() and (candidate / "cls").is_dir():
-            return candidate
-    if not path.exists():
-        raise FCNError(f"{path}: not found")
-    raise FCNError(f"{path}: no SBD layout found (expected dataset/img/ and dataset/cls/)")
+    return _find_layout(path, (".", "dataset", "benchmark_RELEASE/dataset"), ("img", "cls"), "SBD")
 
 
 def read_id_list(path):
