@@ -147,6 +147,16 @@ def matmul_peak():
     return peaks
 
 
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _run_worker(spec, env_overrides=None):
     """Run one measurement in a fresh interpreter; its JSON line as a dict, or {"error": ...}."""
     env = dict(os.environ, **(env_overrides or {}))
@@ -250,8 +260,9 @@ def bench(args):
                 lines.append(f"train step {args.batch}x{args.size}: {r['step_synthetic_s']:.3f} s on fixed tensors, "
                              f"{r['step_pipeline_s']:.3f} s fed by the pipeline ({r['workers']} workers)")
     print("\n".join(lines))
-    machine = {"date": date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
-               "cores": os.cpu_count(), "python": platform.python_version(), "fcn8s": __version__,
+    import mindspore as ms
+    machine = {"date": date.today().isoformat(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+               "python": platform.python_version(), "mindspore": ms.__version__, "fcn8s": __version__,
                "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "matmul_peak_gflops": peaks}
     atomic_write_text(args.output, json.dumps({"machine": machine, "models": rows, "data": data_rows},
                                               indent=1) + "\n")

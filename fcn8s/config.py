@@ -82,7 +82,7 @@ DEFAULTS = {
     },
     "demo": {                      # the synthetic dataset `fcn8s demo` makes
         "num_train": 240,
-        "num_val": 40,
+        "num_val": 60,
         "image_size": [160, 160],
         "seed": 0,
         "infer_images": 4,
@@ -111,8 +111,9 @@ CHOICES = {
 
 POSITIVE = (
     "model.num_classes", "model.width", "data.crop_size", "data.num_workers", "data.min_scale", "data.max_scale",
-    "train.batch_size", "train.epochs", "demo.num_train", "demo.num_val", "demo.infer_images", "train.lr", "train.log_interval", "train.save_interval",
+    "train.batch_size", "train.epochs", "train.lr", "train.log_interval", "train.save_interval",
     "train.keep_checkpoint_max", "device.loss_scale_value", "eval.canvas", "infer.alpha",
+    "demo.num_train", "demo.num_val", "demo.infer_images",
 )
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -78,9 +78,10 @@ def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limi
     predictor = Predictor.from_config(net, cfg)
     num_classes = cfg.model.num_classes
     if voc_root:
-        items, source = voc_items(voc_root, split, cfg.data, num_classes), f"{voc_root} ({split})"
+        items, source, name = voc_items(voc_root, split, cfg.data, num_classes), f"{voc_root} ({split})", split
     else:
-        items, source = mindrecord_items(create_eval_dataset(cfg.data, data)), str(data or cfg.data.val)
+        path = Path(data or cfg.data.val)
+        items, source, name = mindrecord_items(create_eval_dataset(cfg.data, path)), str(path), path.stem
     tta = f"scales {list(predictor.scales)}{', flip' if predictor.flip else ''}"
     tta += f", window {predictor.window}/{predictor.stride}" if predictor.window else ""
     log.info(f"evaluating on {source}: full resolution, canvas {predictor.canvas}, {tta}")
@@ -91,7 +92,7 @@ def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limi
     names = class_names(cfg)
     print(f"{format_scores(scores)}\n{class_table(scores, names)}")
 
-    output = Path(output) if output else Path(ckpt).parent / f"eval_{Path(source.split(' ')[0]).stem}"
+    output = Path(output) if output else Path(ckpt).parent / f"eval_{name}"
     report = {"checkpoint": str(ckpt), "data": source, "images": count, "seconds": round(seconds, 2),
               **{key: scores[key] for key, _ in SCORE_NAMES},
               "per_class": {name: {"iou": None if np.isnan(iou) else float(iou),
@@ -101,5 +102,6 @@ def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limi
               "confusion_matrix": matrix.matrix.tolist()}
     atomic_write_text(output / "metrics.json", json.dumps(report, indent=1) + "\n")
     plot_confusion_matrix(matrix.matrix, names, output / "confusion_matrix.png")
-    log.info(f"wrote {output / 'metrics.json'} and {output / 'confusion_matrix.png'} ({count} images, {count / max(seconds, 1e-9):.1f} img/s)")
+    log.info(f"wrote {output / 'metrics.json'} and {output / 'confusion_matrix.png'} "
+             f"({count} images, {count / max(seconds, 1e-9):.1f} img/s)")
     return scores

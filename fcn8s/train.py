@@ -19,7 +19,7 @@ from .config import dump_config, save_config
 from .data.dataset import create_eval_dataset, create_train_dataset
 from .device import init_distributed, loss_scale_manager, setup_device
 from .errors import FCNError
-from .evaluate import confusion_over_dataset, format_scores, mindrecord_items
+from .evaluate import SCORE_NAMES, confusion_over_dataset, format_scores, mindrecord_items
 from .log import get_logger
 from .models import build_model
 from .predict import Predictor
@@ -116,9 +116,8 @@ def train(cfg):
     if rank == 0:
         save_config(cfg, output_dir / "config.yaml")
     log.info("effective config (saved to %s):\n%s", output_dir / "config.yaml", dump_config(cfg).rstrip())
-    ms.set_seed(t.seed)
-    ds.config.set_seed(t.seed)
-    np.random.seed(t.seed)
+    ms.set_seed(t.seed)          # weights
+    ds.config.set_seed(t.seed)   # shuffling (augmentation draws are seeded below)
 
     train_data = create_train_dataset(cfg.data, t.batch_size, num_shards=group_size if group_size > 1 else None,
                                       shard_id=rank if group_size > 1 else None, seed=t.seed + rank)
@@ -129,7 +128,7 @@ def train(cfg):
     total_steps = steps_per_epoch * t.epochs
     lr = lr_per_step(t.lr_schedule, t.lr, total_steps, t.min_lr, round(t.warmup_epochs * steps_per_epoch),
                      t.poly_power)
-    validate = t.eval_interval > 0
+    validate = t.eval_interval > 0 and rank == 0   # the other ranks would only repeat it
     val_data = create_eval_dataset(cfg.data) if validate else None
 
     net = build_model(cfg.model)
@@ -149,8 +148,8 @@ def train(cfg):
     for epoch in range(start_epoch + 1, t.epochs + 1):
         net.set_train(True)
         losses, epoch_start = [], time.time()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}", leave=False, disable=None
-                   if rank == 0 else True)
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}", leave=False,
+                   disable=None if rank == 0 else True)
         for i, (images, labels) in enumerate(batches):  # the iterator stops at each epoch's end
             step_start = time.time()
             out = step_fn(images, labels)
@@ -181,9 +180,7 @@ def train(cfg):
         if validate and (epoch % t.eval_interval == 0 or epoch == t.epochs):
             scores = confusion_over_dataset(predictor, mindrecord_items(val_data), cfg.model.num_classes,
                                             desc="val")[0].scores()
-            run.record({"epoch": epoch, "step": step, "val": {k: scores[k] for k in
-                                                              ("pixel_accuracy", "mean_accuracy", "mean_iou",
-                                                               "fw_iou")}})
+            run.record({"epoch": epoch, "step": step, "val": {key: scores[key] for key, _ in SCORE_NAMES}})
             summary += f"; val {format_scores(scores)}"
             if scores["mean_iou"] > state["best_miou"]:
                 state.update(best_miou=scores["mean_iou"], best_epoch=epoch)

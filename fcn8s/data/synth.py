@@ -110,7 +110,7 @@ def synth_sample(rng, height, width, num_classes, looks, max_objects=4):
     for _ in range(int(rng.integers(1, max_objects + 1))):
         c = int(rng.integers(1, num_classes))
         shape, texture, color = looks[c]
-        radius = rng.uniform(0.12, 0.3) * min(height, width)
+        radius = rng.uniform(0.15, 0.3) * min(height, width)
         cy, cx = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
         mask = _shape_mask(shape, height, width, cy, cx, radius, rng.uniform(0, 180))
         if mask.sum() < 30:
