@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 workers=${1:?usage: scripts/run_distributed.sh NUM_WORKERS [fcn8s train options]}
 shift
-exec .venv/bin/msrun --worker_num="$workers" --local_worker_num="$workers" --master_port="${MASTER_PORT:-8118}" \
+export PATH="$PWD/.venv/bin:$PATH"   # msrun starts each worker with the `python` found on PATH
+exec msrun --worker_num="$workers" --local_worker_num="$workers" --master_port="${MASTER_PORT:-8118}" \
     --log_dir="${LOG_DIR:-msrun_logs}" --join=True .venv/bin/fcn8s train "$@"
