@@ -194,11 +194,6 @@ def main(argv=None):
             raise
         print(f"fcn8s: error: {exc}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as exc:
-        if args.debug or not (exc.name or "").startswith("fcn8s."):
-            raise
-        print(f"fcn8s: error: '{args.command}' is not implemented yet", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("fcn8s: interrupted", file=sys.stderr)
         return 130

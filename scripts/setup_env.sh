@@ -12,7 +12,12 @@ stamp=.venv/.fcn8s-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing fcn8s and its dependencies into .venv (first time: MindSpore is ~800 MB)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    # quiet unless it fails: setuptools' build warnings would bury the test output
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e '.[test]'; } \
+            > .venv/install.log 2>&1; then
+        tail -n 30 .venv/install.log
+        echo "[setup] install failed; the whole log is .venv/install.log" >&2
+        exit 1
+    fi
     echo "$want" > "$stamp"
 fi
