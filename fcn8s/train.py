@@ -22,6 +22,7 @@ from .errors import FCNError
 from .evaluate import SCORE_NAMES, confusion_over_dataset, format_scores, mindrecord_items
 from .log import get_logger
 from .models import build_model
+from .optim import Momentum
 from .predict import Predictor
 from .schedule import lr_per_step
 from .visualize import plot_training_curves
@@ -67,8 +68,10 @@ def build_train_step(net, cfg, setup, lr, log):
     manager = loss_scale_manager(setup)
     # A fixed scale without overflow-drop divides the gradients inside the optimizer.
     fixed = setup.loss_scale == "fixed"
-    optimizer = nn.Momentum(net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum,
-                            weight_decay=t.weight_decay, loss_scale=setup.loss_scale_value if fixed else 1.0)
+    # in-place weight decay (fcn8s.optim) saves two weight-sized temporaries per tensor; same update
+    momentum_cls = Momentum if t.momentum > 0 else nn.Momentum
+    optimizer = momentum_cls(net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum,
+                             weight_decay=t.weight_decay, loss_scale=setup.loss_scale_value if fixed else 1.0)
     loss_fn = nn.CrossEntropyLoss(ignore_index=cfg.data.ignore_label)
     kwargs = {"loss_scale_manager": manager} if manager else {}
     step = amp.build_train_network(net, optimizer, loss_fn, level=setup.amp_level, **kwargs)
