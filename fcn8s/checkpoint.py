@@ -8,8 +8,6 @@ tutorial's ``FCN8s.ckpt``, our ``best.ckpt`` and a bare weights file all load th
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .errors import FCNError
 from .fileio import atomic_path
 from .models.fcn import BACKBONE_PREFIXES
@@ -66,8 +64,8 @@ def _listing(items, limit=6):
 def select_weights(model_shapes, ckpt, backbone_only=False, reinit_head=False):
     """Decide which checkpoint tensors go into which model parameters.
 
-    ``model_shapes`` maps parameter names to shapes. Returns (names to load, LoadReport); raises
-    FCNError naming every missing, unexpected and mis-shaped key when the two do not fit.
+    ``model_shapes`` maps parameter names to shapes. Returns a LoadReport (``loaded`` are the names
+    to load); raises FCNError naming every missing, unexpected and mis-shaped key when they do not fit.
     """
     report = LoadReport()
     wanted = {n: s for n, s in model_shapes.items() if not backbone_only or n.startswith(BACKBONE_PREFIXES)}
@@ -100,20 +98,19 @@ def select_weights(model_shapes, ckpt, backbone_only=False, reinit_head=False):
         if any(m.startswith(HEAD_PREFIXES) for m in misshaped):
             hint = "; for another class count use --set train.reinit_head=true (or --num-classes)"
         raise FCNError("does not fit the model: " + "; ".join(problems) + hint)
-    return report.loaded, report
+    return report
 
 
 def load_weights(net, path, backbone_only=False, reinit_head=False):
     """Load model weights from ``path`` into ``net`` (optimizer state ignored); returns a LoadReport."""
     import mindspore as ms
     ckpt = read_checkpoint(path)
-    shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    params = {p.name: p for p in net.get_parameters()}
     try:
-        names, report = select_weights(shapes, ckpt, backbone_only, reinit_head)
+        report = select_weights({n: tuple(p.shape) for n, p in params.items()}, ckpt, backbone_only, reinit_head)
     except FCNError as exc:
         raise FCNError(f"{path}: {exc}") from None
-    params = {p.name: p for p in net.get_parameters()}
-    for name in names:
+    for name in report.loaded:
         params[name].set_data(ms.Tensor(ckpt[name].asnumpy(), dtype=params[name].dtype))
     return report
 

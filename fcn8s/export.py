@@ -13,6 +13,7 @@ import numpy as np
 from .checkpoint import load_weights
 from .device import setup_device
 from .errors import FCNError
+from .fileio import refuse_existing
 from .log import get_logger
 from .models import build_model
 
@@ -44,8 +45,7 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
     output = Path(output)
     if output.suffix.lower() != suffix:
         output = output.with_name(output.name + suffix)
-    if output.exists() and not force:
-        raise FCNError(f"{output}: already exists (use --force to overwrite)")
+    refuse_existing(output, force)
     if batch < 1 or min(size) < 1:
         raise FCNError(f"--batch {batch} --size {size[0]} {size[1]}: must be positive")
     setup_device(cfg.device)

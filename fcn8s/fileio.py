@@ -13,15 +13,16 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-@contextlib.contextmanager
-def atomic_path(path, force=True):
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
-
-    With ``force=False`` an existing ``path`` is an error (nothing is written).
-    """
-    path = Path(path)
-    if path.exists() and not force:
+def refuse_existing(path, force):
+    """FCNError if ``path`` exists and the user did not pass --force: outputs never silently replace files."""
+    if Path(path).exists() and not force:
         raise FCNError(f"{path}: already exists (use --force to overwrite)")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
@@ -36,11 +37,11 @@ def atomic_path(path, force=True):
         raise
 
 
-def atomic_write_bytes(path, data, force=True):
-    with atomic_path(path, force) as tmp:
+def atomic_write_bytes(path, data):
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path, text, force=True):
-    atomic_write_bytes(path, text.encode("utf-8"), force)
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
 

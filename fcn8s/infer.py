@@ -16,7 +16,7 @@ from .config import class_names
 from .data.transforms import normalize
 from .device import setup_device
 from .errors import FCNError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, refuse_existing
 from .log import get_logger
 from .models import build_model
 from .predict import Predictor
@@ -87,8 +87,7 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
         for path in paths.values():
             if path.resolve() in sources:
                 raise FCNError(f"{path}: is an input image; choose another --output folder")
-            if path.exists() and not force:
-                raise FCNError(f"{path}: already exists (use --force to overwrite)")
+            refuse_existing(path, force)
     setup_device(cfg.device)
     net = build_model(cfg.model)
     log.info(load_weights(net, ckpt).summary(ckpt))

@@ -4,9 +4,9 @@ An image (normalised, CHW, original size) is padded at the bottom/right onto a f
 graph mode compiles one shape for a whole dataset; logits are cropped back to the image. The
 canvas size is part of the prediction: BatchNorm shifts the padded zeros, so logits near the
 bottom/right border depend slightly on how much padding there is. One canvas for eval and infer
-keeps their predictions identical. Optional
-multi-scale and flip test-time augmentation average softmax-free logits at the original size;
-optional sliding windows bound memory on large images.
+keeps their predictions identical. Optional multi-scale and flip test-time augmentation average
+logits at the original size; optional sliding windows bound memory on large images (each tile is
+padded to the window, not to the canvas).
 """
 import math
 
@@ -61,24 +61,25 @@ class Predictor:
         import mindspore as ms
         return self.net(ms.Tensor(batch)).asnumpy()
 
-    def _forward_padded(self, image):
-        """Logits (C, h, w) of one CHW image, padded onto the canvas (grown to a multiple of 32 if larger)."""
+    def _forward_padded(self, image, canvas):
+        """Logits (C, h, w) of one CHW image, padded onto ``canvas`` (grown to a multiple of 32 if larger)."""
         _, h, w = image.shape
-        ph, pw = max(self.canvas, _ceil_to(h, STRIDE)), max(self.canvas, _ceil_to(w, STRIDE))
+        ph, pw = max(canvas, _ceil_to(h, STRIDE)), max(canvas, _ceil_to(w, STRIDE))
         canvas = np.zeros((1, image.shape[0], ph, pw), np.float32)
         canvas[0, :, :h, :w] = image
         return self._run(canvas)[0, :, :h, :w]
 
     def _forward(self, image):
         if not self.window or max(image.shape[1:]) <= self.window:
-            return self._forward_padded(image)
+            return self._forward_padded(image, self.canvas)
         _, h, w = image.shape
         total = np.zeros((self.num_classes, h, w), np.float32)
         count = np.zeros((1, h, w), np.float32)
         for top in _window_starts(h, self.window, self.stride):
             for left in _window_starts(w, self.window, self.stride):
                 tile = image[:, top:top + self.window, left:left + self.window]
-                total[:, top:top + tile.shape[1], left:left + tile.shape[2]] += self._forward_padded(tile)
+                total[:, top:top + tile.shape[1], left:left + tile.shape[2]] += self._forward_padded(tile,
+                                                                                                     self.window)
                 count[:, top:top + tile.shape[1], left:left + tile.shape[2]] += 1
         return total / count
 

@@ -51,15 +51,6 @@ def index_png_bytes(index_map):
     return buffer.getvalue()
 
 
-def read_index_png(path_or_bytes):
-    """Class indices of a palette (or grayscale) PNG, read with Pillow so palette indices stay indices."""
-    source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
-    with Image.open(source) as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"label image mode {image.mode}: expected a palette (P) or 8-bit gray (L) PNG")
-        return np.array(image)
-
-
 def _save_figure(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")

@@ -126,6 +126,19 @@ def test_sliding_window_equals_whole_image(odd_data, rng):
     np.testing.assert_allclose(tiled, Predictor(per_pixel, NUM_CLASSES, canvas=32).logits(image), atol=1e-5)
 
 
+def test_sliding_windows_are_padded_to_the_window_not_the_canvas(rng):
+    shapes = []
+
+    class Recording(PerPixel):
+        def construct(self, x):
+            shapes.append(tuple(x.shape))
+            return self.conv(x)
+
+    image = rng.standard_normal((3, 75, 101)).astype(np.float32)
+    Predictor(Recording(), NUM_CLASSES, canvas=512, window=64, stride=48).logits(image)
+    assert shapes and set(shapes) == {(1, 3, 64, 64)}   # memory bounded by the window
+
+
 def test_multiscale_tta_returns_original_size(odd_data, rng):
     net = _loaded_net(odd_data, config(odd_data))
     logits = Predictor(net, NUM_CLASSES, canvas=64, scales=(0.75, 1.25), flip=True).logits(

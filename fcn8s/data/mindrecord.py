@@ -13,7 +13,7 @@ import cv2
 from tqdm import tqdm
 
 from ..errors import FCNError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, refuse_existing
 from ..log import get_logger
 from .voc import BadSample, load_sample, split_samples
 
@@ -78,9 +78,8 @@ def convert_voc(voc_root, output, sbd_root=None, shards=1, num_classes=21, skip_
         raise FCNError(f"--shards {shards}: must be at least 1")
     splits = split_samples(voc_root, sbd_root)
     output = Path(output)
-    clash = existing_outputs(output)
-    if clash and not force:
-        raise FCNError(f"{clash[0]}: already exists (use --force to overwrite)")
+    for existing in existing_outputs(output):
+        refuse_existing(existing, force)
     output.mkdir(parents=True, exist_ok=True)
     log = get_logger()
     staging = Path(tempfile.mkdtemp(prefix=".convert.", dir=output))

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..errors import FCNError
+from ..fileio import refuse_existing
 from ..log import get_logger
 from ..visualize import index_png_bytes
 
@@ -139,8 +140,7 @@ def make_synthetic_voc(output, num_train=120, num_val=30, size=(160, 160), num_c
         raise FCNError(f"--size {size[0]} {size[1]}: images must be at least 32x32")
     output = Path(output)
     final = output / "VOCdevkit"
-    if final.exists() and not force:
-        raise FCNError(f"{final}: already exists (use --force to replace it)")
+    refuse_existing(final, force)
     output.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     looks = class_appearance(num_classes)
