@@ -13,7 +13,7 @@ from fcn8s.config import load_config
 from fcn8s.data.dataset import create_eval_dataset, create_train_dataset
 from fcn8s.data.mindrecord import convert_voc
 from fcn8s.data.synth import make_synthetic_voc
-from fcn8s.data.transforms import TrainTransform, decode_label
+from fcn8s.data.transforms import TrainTransform, decode_label, normalize
 from fcn8s.errors import FCNError
 from fcn8s.visualize import index_png_bytes
 
@@ -119,6 +119,47 @@ def test_train_transform_pads_with_zero_and_255():
     np.testing.assert_allclose(out_image[:, :40, :50].reshape(3, -1).mean(axis=1), [1.0, 1.0, 1.0])
     assert np.all(out_image[:, 40:, :] == 0) and np.all(out_image[:, :, 50:] == 0)
     assert np.all(out_label[:40, :50] == 3) and np.all(out_label[40:] == 255) and np.all(out_label[:, 50:] == 255)
+
+
+def _tutorial_crop(image, label, draws, crop, mean, std, min_scale=0.5, max_scale=2.0):
+    """The tutorial's SegDataset.preprocess_dataset (resize, normalise all, pad, crop, flip) with given draws."""
+    scale = min_scale + draws[0] * (max_scale - min_scale)
+    new_h, new_w = int(scale * image.shape[0]), int(scale * image.shape[1])
+    image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_CUBIC)
+    label = cv2.resize(label, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    image = (image - np.array(mean, np.float32)) / np.array(std, np.float32)
+    out_h, out_w = max(new_h, crop), max(new_w, crop)
+    image = cv2.copyMakeBorder(image, 0, out_h - new_h, 0, out_w - new_w, cv2.BORDER_CONSTANT, value=0)
+    label = cv2.copyMakeBorder(label, 0, out_h - new_h, 0, out_w - new_w, cv2.BORDER_CONSTANT, value=255)
+    top, left = int(draws[1] * (out_h - crop + 1)), int(draws[2] * (out_w - crop + 1))
+    image, label = image[top:top + crop, left:left + crop], label[top:top + crop, left:left + crop]
+    if draws[3] < 0.5:
+        image, label = image[:, ::-1], label[:, ::-1]
+    return image.transpose(2, 0, 1), label.astype(np.int32)
+
+
+def test_train_transform_equals_the_tutorial_pipeline_for_the_same_draws(rng):
+    mean, std = [103.53, 116.28, 123.675], [57.375, 57.120, 58.395]
+    image = cv2.GaussianBlur(rng.integers(0, 256, (75, 100, 3), dtype=np.uint8), (5, 5), 1)
+    label = rng.integers(0, 21, (75, 100), dtype=np.uint8)
+    data, label_png = cv2.imencode(".png", image)[1].tobytes(), cv2.imencode(".png", label)[1].tobytes()
+    transform = TrainTransform(crop_size=96, min_scale=0.5, max_scale=2.0, mean=mean, std=std)
+    for _ in range(16):
+        draws = rng.random(4)
+        out_image, out_label = transform(data, label_png, draws)
+        ref_image, ref_label = _tutorial_crop(image, label, draws, 96, mean, std)
+        np.testing.assert_array_equal(out_label, ref_label)
+        np.testing.assert_array_equal(out_image, ref_image)  # the same float32 values, not just close
+
+
+def test_normalize_writes_the_region_only_and_takes_any_strides(rng):
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)[:, ::-1]  # a flipped (negative-stride) view
+    out = np.full((3, 32, 40), 7.0, np.float32)
+    assert normalize(image, [1, 2, 3], [2, 4, 8], out=out) is out
+    expected = ((image - np.float32([1, 2, 3])) / np.float32([2, 4, 8])).transpose(2, 0, 1)
+    np.testing.assert_array_equal(out[:, :20, :30], expected)
+    assert (out[:, 20:, :] == 7).all() and (out[:, :, 30:] == 7).all()
+    np.testing.assert_array_equal(normalize(image, [1, 2, 3], [2, 4, 8]), expected)
 
 
 def test_train_transform_scales_labels_with_nearest_and_flips_together():

@@ -3,6 +3,8 @@
 ``normalize`` is the only normalisation in the package. Images are BGR (as cv2 decodes) uint8;
 labels are uint8 class indices with ``ignore_label`` (255) for void and padding.
 """
+import functools
+
 import cv2
 import numpy as np
 
@@ -23,21 +25,27 @@ def decode_label(data):
     return label
 
 
+@functools.lru_cache(maxsize=8)
+def _normalize_tables(mean, std):
+    """Per channel, the 256 float32 values (v - mean) / std, computed as the tutorial computes them."""
+    values = np.arange(256, dtype=np.float32)
+    return tuple((values - np.float32(m)) / np.float32(s) for m, s in zip(mean, std))
+
+
 def normalize(image, mean, std, out=None):
     """(image - mean) / std per channel as a CHW float32 array (BGR order, as mean and std are given).
 
     With ``out`` (3, H', W'), H' >= h and W' >= w, the result is written into ``out[:, :h, :w]``
-    and the rest of ``out`` is left as it is (the padding). Splitting into planes first makes this
-    about 6x faster than normalising the HWC array and transposing it.
+    and the rest of ``out`` is left as it is (the padding). Each uint8 plane goes through a
+    256-entry float32 table (cv2.LUT) straight into ``out``: one pass per plane, the same float32
+    values as the tutorial's ``(image - mean) / std``, and about 2x faster than computing them.
     """
     h, w = image.shape[:2]
     if out is None:
         out = np.empty((3, h, w), np.float32)
+    tables = _normalize_tables(tuple(float(m) for m in mean), tuple(float(s) for s in std))
     for c, plane in enumerate(cv2.split(image)):
-        region = out[c, :h, :w]
-        region[...] = plane
-        region *= 1.0 / std[c]
-        region -= mean[c] / std[c]
+        cv2.LUT(plane, tables[c], dst=out[c, :h, :w])
     return out
 
 
@@ -92,7 +100,7 @@ class TrainTransform:
         # the tutorial pads right/bottom, then flips the crop: a flipped crop has its padding on the left
         col = 0
         if self.flip and draws[3] < 0.5:
-            image, label, col = image[:, ::-1], label[:, ::-1], crop - w
+            image, label, col = cv2.flip(image, 1), cv2.flip(label, 1), crop - w
         out_image = np.zeros((3, crop, crop), np.float32)
         normalize(image, self.mean, self.std, out=out_image[:, :, col:])
         out_label = np.full((crop, crop), self.ignore_label, np.int32)
