@@ -27,7 +27,8 @@ from .fileio import atomic_write_text
 from .log import get_logger
 
 NUM_CLASSES = 21
-MODEL_IMPLS = ("fcn8s", "seed", "isa-default", "torch")
+MODEL_IMPLS = ("fcn8s", "seed", "isa-default", "torch", "onnxruntime")
+INFER_ONLY = ("onnxruntime",)
 TORCH_TWIN = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_fcn8s.py"
 
 
@@ -95,6 +96,28 @@ def measure_model(spec):
     return {**spec, "framework": "mindspore", "version": ms.__version__, "first_call_s": first, "times_s": times,
             "median_s": statistics.median(times), "peak_rss_mib": _peak_rss_mib(), "gflop": gflop,
             "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+
+
+def measure_onnxruntime(spec):
+    """Inference of our network exported by fcn8s.onnx_graph, run by onnxruntime (a deployment path).
+
+    The weights come from a MindSpore network built in this process, so the peak RSS includes it.
+    """
+    import onnxruntime
+    from .onnx_graph import build_onnx_model
+    net, _ = _model_and_step("fcn8s", "infer", spec["width"], spec["mode"], 1)
+    images, _ = _random_batch(spec["batch"], spec["size"])
+    weights = {name: param.asnumpy() for name, param in net.parameters_dict().items()}
+    model = build_onnx_model(weights, "fcn8s", images.shape, NUM_CLASSES).SerializeToString()
+    del net, weights
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    first, times = _timed(lambda: session.run(None, {"images": images}), spec["repeat"], spec["warmup"])
+    return {**spec, "framework": "onnxruntime", "version": onnxruntime.__version__, "first_call_s": first,
+            "times_s": times, "median_s": statistics.median(times), "peak_rss_mib": _peak_rss_mib(),
+            "gflop": fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], spec["batch"], spec["size"],
+                                       spec["size"])}
 
 
 def measure_data(spec):
@@ -237,6 +260,9 @@ def bench(args):
         for impl in ("fcn8s", *compares):
             spec = {"kind": "model", "impl": impl, "what": what, "batch": args.batch, "size": args.size,
                     "width": args.width, "repeat": args.repeat, "warmup": args.warmup, "mode": args.mode}
+            if what == "train" and impl in INFER_ONLY:
+                rows.append({**spec, "error": f"{impl} is compared for inference only"})
+                continue
             log.info(f"measuring {what} {impl} {args.batch}x{args.size} ...")
             rows.append(_run_worker(spec, {"ONEDNN_MAX_CPU_ISA": "ALL"} if impl == "isa-default" else None))
     lines = _format_model_rows(rows, peaks) + [""] + _ratios(rows)
@@ -247,7 +273,7 @@ def bench(args):
             for impl in ("fcn8s", "seed"):
                 for workers in (1, 2):
                     spec = {"kind": "data", "impl": impl, "workers": workers, "data": record, "crop": 512,
-                            "images": 192, "width": args.width, "repeat": args.repeat}
+                            "images": 768, "width": args.width, "repeat": args.repeat}
                     if impl == "fcn8s" and workers == 2:
                         spec.update(step_batch=args.batch, step_size=args.size)
                     log.info(f"measuring data pipeline {impl} with {workers} worker(s) ...")
@@ -272,4 +298,6 @@ def bench(args):
 
 if __name__ == "__main__":
     _spec = json.loads(sys.argv[1])
-    print(json.dumps(measure_model(_spec) if _spec["kind"] == "model" else measure_data(_spec)))
+    _measure = {"model": measure_onnxruntime if _spec["impl"] == "onnxruntime" else measure_model,
+                "data": measure_data}[_spec["kind"]]
+    print(json.dumps(_measure(_spec)))

@@ -1,3 +1,5 @@
+import mindspore as ms
+import numpy as np
 import pytest
 
 from fcn8s.checkpoint import save_checkpoint
@@ -25,11 +27,41 @@ def test_mindir_export_is_verified_and_not_overwritten(tiny_ckpt, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.mindir", "w.ckpt"]
 
 
-def test_onnx_export_failure_is_one_line_and_leaves_nothing(tiny_ckpt, tmp_path, capsys):
-    """MindSpore 2.10's ONNX exporter fails on this network: the user gets one line, no file."""
+@pytest.mark.parametrize("arch", ["fcn8s", "fcn16s", "fcn32s"])
+def test_onnx_export_gives_the_network_logits(arch, tmp_path, randomise_bn_statistics, rng, capsys):
+    """Our own ONNX graph: BN in inference mode, 'same' transposed convolutions, pad to 32 and crop back."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    net = FCN(arch, 3, 0.0625)
+    randomise_bn_statistics(net)
+    save_checkpoint(net.get_parameters(), tmp_path / "w.ckpt")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--ckpt", str(tmp_path / "w.ckpt"), "-o", str(out), "--format", "ONNX",
+                 "--batch", "2", "--size", "50", "70", *TINY, "--set", f"model.arch={arch}"]) == 0
+    assert "verified against the network" in capsys.readouterr().out
+    images = rng.standard_normal((2, 3, 50, 70)).astype(np.float32)   # not the input export checked with
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": images})[0]
+    net.set_train(False)
+    expected = net(ms.Tensor(images)).asnumpy()
+    assert got.shape == expected.shape == (2, 3, 50, 70)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_onnx_export_that_disagrees_is_not_written(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr("fcn8s.onnx_graph.BN_EPSILON", 0.5)   # a wrong graph: export must refuse it
     code = main(["export", "--ckpt", str(tiny_ckpt), "-o", str(tmp_path / "m.onnx"), "--format", "ONNX",
                  "--size", "64", "64", *TINY])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("fcn8s: error: MindSpore 2.10.0 cannot export this network to ONNX")
+    assert code == 2 and err.startswith("fcn8s: error: the exported ONNX file gives different logits")
     assert "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.ckpt"]
+
+
+def test_onnx_export_without_onnx_installed_says_what_to_install(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a))
+    code = main(["export", "--ckpt", str(tiny_ckpt), "-o", str(tmp_path / "m.onnx"), "--format", "ONNX", *TINY])
+    assert code == 2 and "pip install 'fcn8s[onnx]'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.ckpt"]

@@ -1,0 +1,101 @@
+"""FCN-8s/16s/32s as an ONNX graph, written from the network's weights.
+
+MindSpore 2.10's own ONNX exporter fails on this network (its ConvTranspose nodes carry a
+4-value output_shape that onnxruntime rejects, and BatchNorm fails in some paths), so the graph
+is written here node by node with the same layers as ``fcn8s.models.FCN`` in inference mode:
+Conv (no bias) -> BatchNormalization -> Relu blocks, 2x2 max pools, the 1x1 skip scores and the
+transposed convolutions (kernel 2s, stride s, pads s/2: MindSpore's pad_mode='same' for k = 2s).
+The input shape is fixed at export; as in the network, it is padded to a multiple of 32 and the
+logits are cropped back. ``fcn8s export`` checks the result against the network with onnxruntime.
+"""
+import numpy as np
+
+from .architecture import STRIDE, VGG16_BLOCKS, head_layers
+
+OPSET = 17
+IR_VERSION = 8   # the IR version of opset 17; newer onnx packages write IRs older onnxruntimes refuse
+BN_EPSILON = 1e-5   # nn.BatchNorm2d's default, as in the network
+
+
+class _Graph:
+    """Nodes and initializers of one ONNX graph, with unique tensor names."""
+
+    def __init__(self, weights):
+        self.weights = weights
+        self.nodes, self.initializers = [], []
+
+    def constant(self, name, array):
+        from onnx import numpy_helper
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op, inputs, name, **attrs):
+        from onnx import helper
+        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def conv(self, x, name, **attrs):
+        weight = self.weights[f"{name}.weight"]
+        k = weight.shape[-1]
+        return self.node("Conv", [x, self.constant(f"{name}.weight", weight)], name,
+                         kernel_shape=[k, k], pads=[k // 2] * 4)
+
+    def conv_bn_relu(self, x, block, index):
+        """Layer ``index`` of a conv-BN-ReLU SequentialCell ``block`` (parameters ``block.3i`` and ``block.3i+1``)."""
+        conv = self.conv(x, f"{block}.{3 * index}")
+        bn = f"{block}.{3 * index + 1}"
+        inputs = [conv] + [self.constant(f"{bn}.{leaf}", self.weights[f"{bn}.{leaf}"])
+                           for leaf in ("gamma", "beta", "moving_mean", "moving_variance")]
+        return self.node("Relu", [self.node("BatchNormalization", inputs, bn, epsilon=BN_EPSILON)], f"{bn}.relu")
+
+    def pool(self, x, name):
+        return self.node("MaxPool", [x], name, kernel_shape=[2, 2], strides=[2, 2])
+
+    def upsample(self, x, name, factor):
+        weight = self.weights[f"{name}.weight"]
+        return self.node("ConvTranspose", [x, self.constant(f"{name}.weight", weight)], name,
+                         kernel_shape=[2 * factor] * 2, strides=[factor] * 2, pads=[factor // 2] * 4)
+
+
+def build_onnx_model(weights, arch, input_shape, num_classes):
+    """ONNX ModelProto of the network with ``weights`` ({parameter name: float32 array}) for ``input_shape``.
+
+    Input ``images`` (N, 3, H, W) float32, normalised as in eval; output ``logits`` (N, classes, H, W).
+    """
+    from onnx import TensorProto, checker, helper
+    batch, _, height, width = input_shape
+    g = _Graph(weights)
+    x = "images"
+    pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
+    if pad_h or pad_w:
+        pads = g.constant("pads", np.array([0, 0, 0, 0, 0, 0, pad_h, pad_w], np.int64))
+        x = g.node("Pad", [x, pads], "pad_to_stride", mode="constant")
+    pools = []
+    for level, (_, num_convs) in enumerate(VGG16_BLOCKS, start=1):
+        for i in range(num_convs):
+            x = g.conv_bn_relu(x, f"conv{level}", i)
+        x = g.pool(x, f"pool{level}")
+        pools.append(x)
+    x = g.conv_bn_relu(x, "conv6", 0)
+    x = g.conv_bn_relu(x, "conv7", 0)
+    x = g.conv(x, "score_fr")
+    skips = {"score_pool4": pools[3], "score_pool3": pools[2]}
+    for name, factor in head_layers(arch):
+        if factor:
+            x = g.upsample(x, name, factor)
+        else:
+            x = g.node("Add", [x, g.conv(skips[name], name)], f"{name}.fuse")
+    if pad_h or pad_w:
+        starts = g.constant("crop_starts", np.array([0, 0], np.int64))
+        ends = g.constant("crop_ends", np.array([height, width], np.int64))
+        axes = g.constant("crop_axes", np.array([2, 3], np.int64))
+        x = g.node("Slice", [x, starts, ends, axes], "crop_to_input")
+    g.nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
+    graph = helper.make_graph(
+        g.nodes, f"{arch}_vgg16bn", [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, num_classes, height, width])],
+        initializer=g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fcn8s",
+                              ir_version=IR_VERSION)
+    checker.check_model(model)
+    return model
