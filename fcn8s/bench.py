@@ -108,7 +108,7 @@ def measure_onnxruntime(spec):
     net, _ = _model_and_step("fcn8s", "infer", spec["width"], spec["mode"], 1)
     images, _ = _random_batch(spec["batch"], spec["size"])
     weights = {name: param.asnumpy() for name, param in net.parameters_dict().items()}
-    model = build_onnx_model(weights, "fcn8s", images.shape, NUM_CLASSES).SerializeToString()
+    model = build_onnx_model(weights, "fcn8s", NUM_CLASSES).SerializeToString()
     del net, weights
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1

@@ -21,8 +21,9 @@ def _config_options(parser, config_default=None):
     parser.add_argument("--mode", choices=("graph", "pynative"), help="device.mode")
 
 
-def _ckpt_options(parser, required=True):
-    parser.add_argument("--ckpt", required=required, help="model checkpoint (FCN8s.ckpt or a training checkpoint)")
+def _ckpt_options(parser, required=True, onnx=False):
+    also = "; or a model from `fcn8s export --format ONNX` (.onnx), run by onnxruntime" if onnx else ""
+    parser.add_argument("--ckpt", required=required, help=f"model checkpoint (FCN8s.ckpt or a training checkpoint){also}")
 
 
 def get_args_parser():
@@ -42,7 +43,7 @@ def get_args_parser():
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: PA, MPA, mIoU, FWIoU and per-class IoU")
     _config_options(p, "voc")
-    _ckpt_options(p)
+    _ckpt_options(p, onnx=True)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", help="MindRecord file to evaluate (default: data.val of the config)")
     source.add_argument("--voc-root", help="VOC root (VOCdevkit/VOC2012 or a folder containing it)")
@@ -56,7 +57,7 @@ def get_args_parser():
 
     p = sub.add_parser("infer", help="segment images: index PNG, colour mask and overlay for each")
     _config_options(p, "voc")
-    _ckpt_options(p)
+    _ckpt_options(p, onnx=True)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--output", "-o", default="infer_out", help="output folder (default infer_out)")
     p.add_argument("--alpha", type=float, help="infer.alpha: overlay opacity of the mask")

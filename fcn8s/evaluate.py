@@ -11,18 +11,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import load_weights
 from .config import class_names
 from .data.dataset import create_eval_dataset
 from .data.transforms import decode_image, normalize
 from .data.voc import BadSample, load_sample, voc_samples
-from .device import setup_device
 from .errors import FCNError
 from .fileio import atomic_write_text
 from .log import get_logger
 from .metrics import ConfusionMatrix
-from .models import build_model
-from .predict import Predictor
+from .predict import Predictor, model_forward
 from .visualize import plot_confusion_matrix
 
 SCORE_NAMES = (("pixel_accuracy", "PA"), ("mean_accuracy", "MPA"), ("mean_iou", "mIoU"), ("fw_iou", "FWIoU"))
@@ -72,10 +69,7 @@ def confusion_over_dataset(predictor, items, num_classes, limit=None, desc="eval
 def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limit=None):
     """Evaluate ``ckpt``; prints the scores and the per-class table, writes the report; returns the scores."""
     log = get_logger()
-    setup_device(cfg.device)
-    net = build_model(cfg.model)
-    log.info(load_weights(net, ckpt).summary(ckpt))
-    predictor = Predictor.from_config(net, cfg)
+    predictor = Predictor.from_config(model_forward(cfg, ckpt), cfg)
     num_classes = cfg.model.num_classes
     if voc_root:
         items, source, name = voc_items(voc_root, split, cfg.data, num_classes), f"{voc_root} ({split})", split

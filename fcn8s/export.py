@@ -2,9 +2,9 @@
 
 MINDIR is written by mindspore.export; ONNX by ``fcn8s.onnx_graph`` from the weights (MindSpore
 2.10's ONNX exporter fails on this network). The exported file is loaded back (MINDIR with
-mindspore.load + nn.GraphCell, ONNX with onnxruntime) and run on a random input; it is renamed
-into place only if its logits match the network's. Input shape is fixed at export:
-(batch, 3, H, W), normalised BGR as in eval.
+mindspore.load + nn.GraphCell, ONNX with onnxruntime) and run on a random (batch, 3, H, W) input,
+normalised BGR as in eval; it is renamed into place only if its logits match the network's. The
+MINDIR input shape is fixed to that; the ONNX model takes any batch and size.
 """
 import importlib.util
 import shutil
@@ -36,10 +36,10 @@ def _run_exported(path, fmt, images):
         raise FCNError(f"the exported {fmt} file does not load and run: {str(exc).splitlines()[0]}") from None
 
 
-def _write_onnx(net, model_cfg, input_shape, path):
+def _write_onnx(net, model_cfg, path):
     from .onnx_graph import build_onnx_model
     weights = {name: param.asnumpy() for name, param in net.parameters_dict().items()}
-    model = build_onnx_model(weights, model_cfg.arch, input_shape, model_cfg.num_classes)
+    model = build_onnx_model(weights, model_cfg.arch, model_cfg.num_classes)
     path.write_bytes(model.SerializeToString())
 
 
@@ -67,7 +67,7 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         if fmt == "ONNX":
-            _write_onnx(net, cfg.model, images.shape, staging / "model.onnx")
+            _write_onnx(net, cfg.model, staging / "model.onnx")
         else:
             ms.export(net, ms.Tensor(images), file_name=str(staging / "model"), file_format=fmt)
         exported = staging / f"model{suffix}"

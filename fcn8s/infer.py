@@ -11,15 +11,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import load_weights
 from .config import class_names
 from .data.transforms import normalize
-from .device import setup_device
 from .errors import FCNError
 from .fileio import atomic_write_bytes, refuse_existing
 from .log import get_logger
-from .models import build_model
-from .predict import Predictor
+from .predict import Predictor, model_forward
 from .visualize import add_legend, colorize, index_png_bytes, overlay, png_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -88,10 +85,7 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
             if path.resolve() in sources:
                 raise FCNError(f"{path}: is an input image; choose another --output folder")
             refuse_existing(path, force)
-    setup_device(cfg.device)
-    net = build_model(cfg.model)
-    log.info(load_weights(net, ckpt).summary(ckpt))
-    predictor = Predictor.from_config(net, cfg)
+    predictor = Predictor.from_config(model_forward(cfg, ckpt), cfg)
     names = class_names(cfg)
     written = 0
     for image_path in tqdm(images, desc="infer", unit="img", disable=None):

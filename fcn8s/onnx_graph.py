@@ -5,8 +5,9 @@ MindSpore 2.10's own ONNX exporter fails on this network (its ConvTranspose node
 is written here node by node with the same layers as ``fcn8s.models.FCN`` in inference mode:
 Conv (no bias) -> BatchNormalization -> Relu blocks, 2x2 max pools, the 1x1 skip scores and the
 transposed convolutions (kernel 2s, stride s, pads s/2: MindSpore's pad_mode='same' for k = 2s).
-The input shape is fixed at export; as in the network, it is padded to a multiple of 32 and the
-logits are cropped back. ``fcn8s export`` checks the result against the network with onnxruntime.
+Batch, height and width are free: as in the network, the input is padded (bottom/right, zeros)
+to a multiple of 32 inside the graph and the logits are cropped back. ``fcn8s export`` checks the
+result against the network with onnxruntime.
 """
 import numpy as np
 
@@ -57,19 +58,21 @@ class _Graph:
                          kernel_shape=[2 * factor] * 2, strides=[factor] * 2, pads=[factor // 2] * 4)
 
 
-def build_onnx_model(weights, arch, input_shape, num_classes):
-    """ONNX ModelProto of the network with ``weights`` ({parameter name: float32 array}) for ``input_shape``.
+def build_onnx_model(weights, arch, num_classes):
+    """ONNX ModelProto of the network with ``weights`` ({parameter name: float32 array}).
 
-    Input ``images`` (N, 3, H, W) float32, normalised as in eval; output ``logits`` (N, classes, H, W).
+    Input ``images`` (N, 3, H, W) float32, normalised as in eval, any N, H, W; output ``logits``
+    (N, classes, H, W).
     """
     from onnx import TensorProto, checker, helper
-    batch, _, height, width = input_shape
     g = _Graph(weights)
-    x = "images"
-    pad_h, pad_w = (-height) % STRIDE, (-width) % STRIDE
-    if pad_h or pad_w:
-        pads = g.constant("pads", np.array([0, 0, 0, 0, 0, 0, pad_h, pad_w], np.int64))
-        x = g.node("Pad", [x, pads], "pad_to_stride", mode="constant")
+    # pad H, W up to a multiple of 32: pads = [0, 0, 0, 0, 0, 0, (-H) mod 32, (-W) mod 32]
+    size = g.node("Shape", ["images"], "input_hw", start=2, end=4)
+    stride = g.constant("stride", np.array([STRIDE], np.int64))
+    missing = g.node("Mod", [g.node("Sub", [stride, g.node("Mod", [size, stride], "hw_mod")], "hw_gap"), stride],
+                     "hw_pad")
+    pads = g.node("Concat", [g.constant("pads_begin", np.zeros(6, np.int64)), missing], "pads", axis=0)
+    x = g.node("Pad", ["images", pads], "pad_to_stride", mode="constant")
     pools = []
     for level, (_, num_convs) in enumerate(VGG16_BLOCKS, start=1):
         for i in range(num_convs):
@@ -85,15 +88,12 @@ def build_onnx_model(weights, arch, input_shape, num_classes):
             x = g.upsample(x, name, factor)
         else:
             x = g.node("Add", [x, g.conv(skips[name], name)], f"{name}.fuse")
-    if pad_h or pad_w:
-        starts = g.constant("crop_starts", np.array([0, 0], np.int64))
-        ends = g.constant("crop_ends", np.array([height, width], np.int64))
-        axes = g.constant("crop_axes", np.array([2, 3], np.int64))
-        x = g.node("Slice", [x, starts, ends, axes], "crop_to_input")
+    x = g.node("Slice", [x, g.constant("crop_starts", np.zeros(2, np.int64)), size,
+                         g.constant("crop_axes", np.array([2, 3], np.int64))], "crop_to_input")
     g.nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
     graph = helper.make_graph(
-        g.nodes, f"{arch}_vgg16bn", [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, num_classes, height, width])],
+        g.nodes, f"{arch}_vgg16bn", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", num_classes, "H", "W"])],
         initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="fcn8s",
                               ir_version=IR_VERSION)

@@ -6,14 +6,60 @@ canvas size is part of the prediction: BatchNorm shifts the padded zeros, so log
 bottom/right border depend slightly on how much padding there is. One canvas for eval and infer
 keeps their predictions identical. Optional multi-scale and flip test-time augmentation average
 logits at the original size; optional sliding windows bound memory on large images (each tile is
-padded to the window, not to the canvas).
+padded to the window, not to the canvas). The network is a forward function on numpy batches: a
+checkpoint run by MindSpore, or a model exported by ``fcn8s export --format ONNX`` run by
+onnxruntime (same padding, so the same predictions to float rounding).
 """
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .architecture import STRIDE
+from .errors import FCNError
+from .log import get_logger
+
+
+def mindspore_forward(net):
+    """Forward function (N, 3, H, W) float32 -> (N, C, H, W) logits of a MindSpore network, in inference mode."""
+    import mindspore as ms
+
+    def forward(batch):
+        net.set_train(False)
+        return net(ms.Tensor(batch)).asnumpy()
+    return forward
+
+
+def onnxruntime_forward(path, num_classes):
+    """Forward function of an exported ONNX model, run by onnxruntime on the CPU."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise FCNError(f"{path}: running an ONNX model needs onnxruntime: pip install 'fcn8s[onnx]'") from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error types: any of them means the file is unusable
+        raise FCNError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+    classes = session.get_outputs()[0].shape[1]
+    if classes != num_classes:
+        raise FCNError(f"{path}: the model has {classes} classes, the config model.num_classes {num_classes}")
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def model_forward(cfg, path):
+    """The forward function for prediction from ``path``: a ``.onnx`` export (onnxruntime) or a checkpoint."""
+    if Path(path).suffix.lower() == ".onnx":
+        get_logger().info(f"running {path} with onnxruntime (CPU)")
+        return onnxruntime_forward(path, cfg.model.num_classes)
+    from .checkpoint import load_weights
+    from .device import setup_device
+    from .models import build_model
+    setup_device(cfg.device)
+    net = build_model(cfg.model)
+    get_logger().info(load_weights(net, path).summary(path))
+    return mindspore_forward(net)
 
 
 def _ceil_to(value, multiple):
@@ -41,10 +87,10 @@ def _window_starts(length, window, stride):
 
 
 class Predictor:
-    """Logits and class maps for single images from a trained network (set to inference mode here)."""
+    """Logits and class maps for single images from a forward function (see ``model_forward``)."""
 
-    def __init__(self, net, num_classes, canvas=512, scales=(1.0,), flip=False, window=None, stride=None):
-        self.net = net
+    def __init__(self, forward, num_classes, canvas=512, scales=(1.0,), flip=False, window=None, stride=None):
+        self.forward = forward
         self.num_classes = num_classes
         self.canvas = _ceil_to(canvas, STRIDE)
         self.scales = tuple(scales)
@@ -53,13 +99,9 @@ class Predictor:
         self.stride = stride or (self.window * 2 // 3 if self.window else None)
 
     @classmethod
-    def from_config(cls, net, cfg):
+    def from_config(cls, forward, cfg):
         e = cfg.eval
-        return cls(net, cfg.model.num_classes, e.canvas, e.scales, e.flip, e.window, e.stride)
-
-    def _run(self, batch):
-        import mindspore as ms
-        return self.net(ms.Tensor(batch)).asnumpy()
+        return cls(forward, cfg.model.num_classes, e.canvas, e.scales, e.flip, e.window, e.stride)
 
     def _forward_padded(self, image, canvas):
         """Logits (C, h, w) of one CHW image, padded onto ``canvas`` (grown to a multiple of 32 if larger)."""
@@ -67,7 +109,7 @@ class Predictor:
         ph, pw = max(canvas, _ceil_to(h, STRIDE)), max(canvas, _ceil_to(w, STRIDE))
         canvas = np.zeros((1, image.shape[0], ph, pw), np.float32)
         canvas[0, :, :h, :w] = image
-        return self._run(canvas)[0, :, :h, :w]
+        return self.forward(canvas)[0, :, :h, :w]
 
     def _forward(self, image):
         if not self.window or max(image.shape[1:]) <= self.window:
@@ -85,7 +127,6 @@ class Predictor:
 
     def logits(self, image):
         """Averaged logits (C, H, W) for a normalised CHW float32 image of any size."""
-        self.net.set_train(False)
         _, h, w = image.shape
         total = np.zeros((self.num_classes, h, w), np.float32)
         for scale in self.scales:

@@ -23,7 +23,7 @@ from .evaluate import SCORE_NAMES, confusion_over_dataset, format_scores, mindre
 from .log import get_logger
 from .models import build_model
 from .optim import Momentum
-from .predict import Predictor
+from .predict import Predictor, mindspore_forward
 from .schedule import lr_per_step
 from .visualize import plot_training_curves
 
@@ -141,7 +141,7 @@ def train(cfg):
     if start_epoch >= t.epochs:
         log.info(f"nothing to do: already trained {start_epoch} of {t.epochs} epochs")
         return {"state": state, "output_dir": output_dir}
-    predictor = Predictor.from_config(net, cfg)
+    predictor = Predictor.from_config(mindspore_forward(net), cfg)
     log.info(f"training {t.epochs - start_epoch} epochs x {steps_per_epoch} steps, batch {t.batch_size}"
              f"{f' x {group_size} devices' if group_size > 1 else ''}, crop {cfg.data.crop_size}, "
              f"output {output_dir}")

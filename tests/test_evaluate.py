@@ -16,7 +16,9 @@ from fcn8s.data.synth import make_synthetic_voc
 from fcn8s.evaluate import evaluate, mindrecord_items
 from fcn8s.infer import infer
 from fcn8s.models import build_model
-from fcn8s.predict import Predictor
+from fcn8s.errors import FCNError
+from fcn8s.export import export
+from fcn8s.predict import Predictor, mindspore_forward, model_forward
 
 NUM_CLASSES = 5
 
@@ -107,23 +109,23 @@ class PerPixel(nn.Cell):
 def test_flip_tta_of_a_flip_symmetric_model_equals_no_tta(rng):
     net = PerPixel()
     image = rng.standard_normal((3, 75, 101)).astype(np.float32)
-    plain = Predictor(net, NUM_CLASSES, canvas=64).logits(image)
-    flipped = Predictor(net, NUM_CLASSES, canvas=64, flip=True).logits(image)
+    plain = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64).logits(image)
+    flipped = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, flip=True).logits(image)
     np.testing.assert_allclose(flipped, plain, atol=1e-5)
-    twice = Predictor(net, NUM_CLASSES, canvas=64, scales=(1.0, 1.0)).logits(image)
+    twice = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, scales=(1.0, 1.0)).logits(image)
     np.testing.assert_allclose(twice, plain, atol=1e-6)
 
 
 def test_sliding_window_equals_whole_image(odd_data, rng):
     net = _loaded_net(odd_data, config(odd_data))
     image = rng.standard_normal((3, 75, 101)).astype(np.float32)
-    whole = Predictor(net, NUM_CLASSES, canvas=64).logits(image)
-    big_window = Predictor(net, NUM_CLASSES, canvas=64, window=128).logits(image)
+    whole = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64).logits(image)
+    big_window = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, window=128).logits(image)
     np.testing.assert_allclose(big_window, whole, atol=1e-5)
     # small overlapping windows stitch exactly when the model has no spatial context
     per_pixel = PerPixel()
-    tiled = Predictor(per_pixel, NUM_CLASSES, canvas=32, window=32, stride=20).logits(image)
-    np.testing.assert_allclose(tiled, Predictor(per_pixel, NUM_CLASSES, canvas=32).logits(image), atol=1e-5)
+    tiled = Predictor(mindspore_forward(per_pixel), NUM_CLASSES, canvas=32, window=32, stride=20).logits(image)
+    np.testing.assert_allclose(tiled, Predictor(mindspore_forward(per_pixel), NUM_CLASSES, canvas=32).logits(image), atol=1e-5)
 
 
 def test_sliding_windows_are_padded_to_the_window_not_the_canvas(rng):
@@ -135,13 +137,13 @@ def test_sliding_windows_are_padded_to_the_window_not_the_canvas(rng):
             return self.conv(x)
 
     image = rng.standard_normal((3, 75, 101)).astype(np.float32)
-    Predictor(Recording(), NUM_CLASSES, canvas=512, window=64, stride=48).logits(image)
+    Predictor(mindspore_forward(Recording()), NUM_CLASSES, canvas=512, window=64, stride=48).logits(image)
     assert shapes and set(shapes) == {(1, 3, 64, 64)}   # memory bounded by the window
 
 
 def test_multiscale_tta_returns_original_size(odd_data, rng):
     net = _loaded_net(odd_data, config(odd_data))
-    logits = Predictor(net, NUM_CLASSES, canvas=64, scales=(0.75, 1.25), flip=True).logits(
+    logits = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, scales=(0.75, 1.25), flip=True).logits(
         rng.standard_normal((3, 75, 101)).astype(np.float32))
     assert logits.shape == (NUM_CLASSES, 75, 101) and np.isfinite(logits).all()
 
@@ -153,7 +155,7 @@ def test_infer_writes_pngs_matching_argmax_and_eval(odd_data, tmp_path):
     assert infer(cfg, odd_data / "model.ckpt", [str(voc / "JPEGImages" / f"{i}.jpg") for i in val_ids],
                  tmp_path) == 0
     net = _loaded_net(odd_data, cfg)
-    predictor = Predictor.from_config(net, cfg)
+    predictor = Predictor.from_config(mindspore_forward(net), cfg)
     for image, label, name in mindrecord_items(create_eval_dataset(cfg.data)):
         with Image.open(tmp_path / f"{name}_label.png") as png:
             assert png.mode == "P"
@@ -162,6 +164,26 @@ def test_infer_writes_pngs_matching_argmax_and_eval(odd_data, tmp_path):
         color = np.array(Image.open(tmp_path / f"{name}_color.png"))
         overlay = np.array(Image.open(tmp_path / f"{name}_overlay.png"))
         assert color.shape == overlay.shape == label.shape + (3,)
+
+
+def test_exported_onnx_model_evaluates_and_infers_like_the_checkpoint(odd_data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    cfg = config(odd_data)
+    ckpt, onnx = odd_data / "model.ckpt", tmp_path / "model.onnx"
+    assert export(cfg, ckpt, onnx, fmt="ONNX", size=(64, 64)) == 0
+    by_ckpt = Predictor.from_config(model_forward(cfg, ckpt), cfg)
+    by_onnx = Predictor.from_config(model_forward(cfg, onnx), cfg)
+    for image, _, _ in mindrecord_items(create_eval_dataset(cfg.data)):   # odd sizes, padded to the canvas
+        expected = by_ckpt.logits(image)
+        np.testing.assert_allclose(by_onnx.logits(image), expected, atol=1e-4 * np.abs(expected).max())
+    from_ckpt = evaluate(cfg, ckpt, output=tmp_path / "eval_ckpt")
+    from_onnx = evaluate(cfg, onnx, output=tmp_path / "eval_onnx")
+    assert abs(from_onnx["mean_iou"] - from_ckpt["mean_iou"]) < 1e-4
+    image = next((odd_data / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))
+    assert infer(cfg, onnx, [str(image)], tmp_path / "infer") == 0
+    assert (tmp_path / "infer" / f"{image.stem}_overlay.png").is_file()
+    with pytest.raises(FCNError, match="model.onnx: the model has 5 classes, the config model.num_classes 3"):
+        model_forward(config(odd_data, "model.num_classes=3"), onnx)
 
 
 def test_infer_handles_gray_rgba_unreadable_and_existing_outputs(odd_data, tmp_path, capsys):

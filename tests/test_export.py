@@ -29,7 +29,7 @@ def test_mindir_export_is_verified_and_not_overwritten(tiny_ckpt, tmp_path, caps
 
 @pytest.mark.parametrize("arch", ["fcn8s", "fcn16s", "fcn32s"])
 def test_onnx_export_gives_the_network_logits(arch, tmp_path, randomise_bn_statistics, rng, capsys):
-    """Our own ONNX graph: BN in inference mode, 'same' transposed convolutions, pad to 32 and crop back."""
+    """Our own ONNX graph: BN in inference mode, 'same' transposed convolutions, pad to 32 and crop back, any shape."""
     onnxruntime = pytest.importorskip("onnxruntime")
     net = FCN(arch, 3, 0.0625)
     randomise_bn_statistics(net)
@@ -38,13 +38,14 @@ def test_onnx_export_gives_the_network_logits(arch, tmp_path, randomise_bn_stati
     assert main(["export", "--ckpt", str(tmp_path / "w.ckpt"), "-o", str(out), "--format", "ONNX",
                  "--batch", "2", "--size", "50", "70", *TINY, "--set", f"model.arch={arch}"]) == 0
     assert "verified against the network" in capsys.readouterr().out
-    images = rng.standard_normal((2, 3, 50, 70)).astype(np.float32)   # not the input export checked with
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"images": images})[0]
     net.set_train(False)
-    expected = net(ms.Tensor(images)).asnumpy()
-    assert got.shape == expected.shape == (2, 3, 50, 70)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    for shape in [(2, 3, 50, 70), (1, 3, 97, 33), (1, 3, 64, 32)]:   # any batch and size, not only the export's
+        images = rng.standard_normal(shape).astype(np.float32)
+        got = session.run(None, {"images": images})[0]
+        expected = net(ms.Tensor(images)).asnumpy()
+        assert got.shape == expected.shape == (shape[0], 3, *shape[2:])
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def test_onnx_export_that_disagrees_is_not_written(tiny_ckpt, tmp_path, capsys, monkeypatch):
