@@ -107,9 +107,8 @@ def measure_onnxruntime(spec):
     from .onnx_graph import build_onnx_model
     net, _ = _model_and_step("fcn8s", "infer", spec["width"], spec["mode"], 1)
     images, _ = _random_batch(spec["batch"], spec["size"])
-    weights = {name: param.asnumpy() for name, param in net.parameters_dict().items()}
-    model = build_onnx_model(weights, "fcn8s", NUM_CLASSES).SerializeToString()
-    del net, weights
+    model = build_onnx_model(net.parameters_dict(), "fcn8s", NUM_CLASSES).SerializeToString()
+    del net
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])

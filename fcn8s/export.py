@@ -36,13 +36,6 @@ def _run_exported(path, fmt, images):
         raise FCNError(f"the exported {fmt} file does not load and run: {str(exc).splitlines()[0]}") from None
 
 
-def _write_onnx(net, model_cfg, path):
-    from .onnx_graph import build_onnx_model
-    weights = {name: param.asnumpy() for name, param in net.parameters_dict().items()}
-    model = build_onnx_model(weights, model_cfg.arch, model_cfg.num_classes)
-    path.write_bytes(model.SerializeToString())
-
-
 def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=False):
     """Export ``ckpt`` to ``output`` (suffix added if missing); returns 0."""
     import mindspore as ms
@@ -67,9 +60,15 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         if fmt == "ONNX":
-            _write_onnx(net, cfg.model, staging / "model.onnx")
+            from .onnx_graph import build_onnx_model
+            model = build_onnx_model(net.parameters_dict(), cfg.model.arch, cfg.model.num_classes)
+            (staging / "model.onnx").write_bytes(model.SerializeToString())
         else:
-            ms.export(net, ms.Tensor(images), file_name=str(staging / "model"), file_format=fmt)
+            try:
+                ms.export(net, ms.Tensor(images), file_name=str(staging / "model"), file_format=fmt)
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise FCNError(f"MindSpore {ms.__version__} cannot export this network to {fmt} "
+                               f"({str(exc).strip().splitlines()[0]})") from None
         exported = staging / f"model{suffix}"
         got = _run_exported(exported, fmt, images)
         diff = float(np.abs(got - expected).max()) / max(1.0, float(np.abs(expected).max()))

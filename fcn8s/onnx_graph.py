@@ -35,8 +35,13 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
-    def conv(self, x, name, **attrs):
-        weight = self.weights[f"{name}.weight"]
+    def weight(self, name):
+        """The named parameter as a float32 array (MindSpore Parameters are converted)."""
+        value = self.weights[name]
+        return value.asnumpy() if hasattr(value, "asnumpy") else np.asarray(value)
+
+    def conv(self, x, name):
+        weight = self.weight(f"{name}.weight")
         k = weight.shape[-1]
         return self.node("Conv", [x, self.constant(f"{name}.weight", weight)], name,
                          kernel_shape=[k, k], pads=[k // 2] * 4)
@@ -45,7 +50,7 @@ class _Graph:
         """Layer ``index`` of a conv-BN-ReLU SequentialCell ``block`` (parameters ``block.3i`` and ``block.3i+1``)."""
         conv = self.conv(x, f"{block}.{3 * index}")
         bn = f"{block}.{3 * index + 1}"
-        inputs = [conv] + [self.constant(f"{bn}.{leaf}", self.weights[f"{bn}.{leaf}"])
+        inputs = [conv] + [self.constant(f"{bn}.{leaf}", self.weight(f"{bn}.{leaf}"))
                            for leaf in ("gamma", "beta", "moving_mean", "moving_variance")]
         return self.node("Relu", [self.node("BatchNormalization", inputs, bn, epsilon=BN_EPSILON)], f"{bn}.relu")
 
@@ -53,13 +58,13 @@ class _Graph:
         return self.node("MaxPool", [x], name, kernel_shape=[2, 2], strides=[2, 2])
 
     def upsample(self, x, name, factor):
-        weight = self.weights[f"{name}.weight"]
+        weight = self.weight(f"{name}.weight")
         return self.node("ConvTranspose", [x, self.constant(f"{name}.weight", weight)], name,
                          kernel_shape=[2 * factor] * 2, strides=[factor] * 2, pads=[factor // 2] * 4)
 
 
 def build_onnx_model(weights, arch, num_classes):
-    """ONNX ModelProto of the network with ``weights`` ({parameter name: float32 array}).
+    """ONNX ModelProto of the network with ``weights`` ({parameter name: array}, e.g. ``net.parameters_dict()``).
 
     Input ``images`` (N, 3, H, W) float32, normalised as in eval, any N, H, W; output ``logits``
     (N, classes, H, W).
