@@ -5,7 +5,7 @@ from mindspore import nn
 
 from fcn8s.checkpoint import load_weights, save_checkpoint
 from fcn8s.models import FCN, bilinear_kernel
-from fcn8s.models.layers import MatmulGradConv2d
+from fcn8s.models.layers import FastGradConv2d
 from fcn8s.models.tutorial import TutorialFCN8s
 
 
@@ -94,13 +94,18 @@ def _weighted_sum(net, weights):
 
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
-def test_conv6_fast_path_matches_native_conv(mode, rng):
+@pytest.mark.parametrize("channels, kernel, grads", [
+    ((24, 40), 7, {"weight_grad": "matmul"}),                          # conv6's fast path
+    ((12, 20), 3, {"input_grad": "flipped"}),                          # conv1-conv3's
+    ((20, 12), 3, {"input_grad": "flipped", "weight_grad": "matmul"}),
+])
+def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, grads, rng):
     ms.set_context(mode=mode)
     try:
-        fast = MatmulGradConv2d(24, 40, 7)
-        native = nn.Conv2d(24, 40, 7, pad_mode="same", weight_init=ms.Tensor(fast.weight.asnumpy()))
-        x = _input(rng, 2, 24, 9, 11)
-        dout = _input(rng, 2, 40, 9, 11)
+        fast = FastGradConv2d(*channels, kernel, **grads)
+        native = nn.Conv2d(*channels, kernel, pad_mode="same", weight_init=ms.Tensor(fast.weight.asnumpy()))
+        x = _input(rng, 2, channels[0], 9, 11)
+        dout = _input(rng, 2, channels[1], 9, 11)
         results = []
         for net in (fast, native):
             grad = ms.value_and_grad(_weighted_sum(net, dout), grad_position=0, weights=net.trainable_params())
@@ -110,6 +115,30 @@ def test_conv6_fast_path_matches_native_conv(mode, rng):
         ms.set_context(mode=ms.PYNATIVE_MODE)
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_fast_and_native_models_have_the_same_loss_and_gradients(rng):
+    """The whole network: fast conv6 and backbone gradients against nn.Conv2d everywhere, one checkpoint."""
+    fast = FCN("fcn8s", num_classes=4, width=0.125)
+    native = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="native", backbone_impl="native")
+    assert [type(c).__name__ for c in (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0])] == \
+        ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d"]
+    native_params = {p.name: p for p in native.get_parameters()}
+    for p in fast.get_parameters():
+        native_params[p.name].set_data(p.data.copy())
+    x = _input(rng, 2, 3, 64, 64)
+    labels = ms.Tensor(rng.integers(0, 4, (2, 64, 64)).astype(np.int32))
+    loss_fn = nn.CrossEntropyLoss()
+    results = []
+    for net in (fast, native):
+        net.set_train(True)
+        grad = ms.value_and_grad(lambda images: loss_fn(net(images), labels), None, net.trainable_params())
+        loss, grads = grad(x)
+        results.append((float(loss.asnumpy()), {p.name: g.asnumpy() for p, g in zip(net.trainable_params(), grads)}))
+    assert abs(results[0][0] - results[1][0]) < 1e-5
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, want in results[1][1].items():
+        np.testing.assert_allclose(results[0][1][name], want, rtol=1e-3, atol=1e-4 * np.abs(want).max(), err_msg=name)
 
 
 def test_fast_and_native_conv6_models_share_checkpoints(tmp_path, rng):

@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..architecture import ARCHS, FC_CHANNELS, STRIDE, scaled
-from .layers import MatmulGradConv2d
+from .layers import FastGradConv2d
 from .vgg import conv_bn_relu_block, vgg16_bn_blocks
 
 BACKBONE_PREFIXES = ("conv1.", "conv2.", "conv3.", "conv4.", "conv5.")
@@ -44,17 +44,18 @@ def _score(in_channels, num_classes):
 
 
 class FCN(nn.Cell):
-    def __init__(self, arch="fcn8s", num_classes=21, width=1.0, deconv_init="bilinear", conv6_impl="fast"):
+    def __init__(self, arch="fcn8s", num_classes=21, width=1.0, deconv_init="bilinear", conv6_impl="fast",
+                 backbone_impl="fast"):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
         self.arch = arch
         self.num_classes = num_classes
-        blocks, channels = vgg16_bn_blocks(width)
+        blocks, channels = vgg16_bn_blocks(width, impl=backbone_impl)
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = blocks
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         fc = scaled(FC_CHANNELS, width)
-        conv6 = (MatmulGradConv2d(channels[4], fc, 7) if conv6_impl == "fast"
+        conv6 = (FastGradConv2d(channels[4], fc, 7, weight_grad="matmul") if conv6_impl == "fast"
                  else nn.Conv2d(channels[4], fc, 7, weight_init="xavier_uniform"))
         self.conv6 = nn.SequentialCell([conv6, nn.BatchNorm2d(fc), nn.ReLU()])
         self.conv7 = conv_bn_relu_block(fc, fc, kernel_size=1)
@@ -94,4 +95,5 @@ class FCN(nn.Cell):
 
 def build_model(model_cfg):
     """The network described by the ``model`` config section."""
-    return FCN(model_cfg.arch, model_cfg.num_classes, model_cfg.width, model_cfg.deconv_init, model_cfg.conv6_impl)
+    return FCN(model_cfg.arch, model_cfg.num_classes, model_cfg.width, model_cfg.deconv_init, model_cfg.conv6_impl,
+               model_cfg.backbone_impl)

@@ -1,54 +1,89 @@
-"""conv6's fast path: a 'same' stride-1 convolution whose weight gradient is one matmul.
+"""Convolutions with the same forward and parameters as nn.Conv2d and cheaper gradients on CPU.
 
-MindSpore 2.10's CPU Conv2DBackpropFilter is pathological for conv6 (512 -> 4096, 7x7 on a
-small map): 45 s for forward + backward at 2x256x256 against 0.3 s for the forward. Here the
-weight gradient is an im2col matmul (unfold x, multiply by dout) and the input gradient stays
-the native Conv2DBackpropInput, which is fast. The parameter is the same ``weight`` of shape
-(out, in, k, k) as nn.Conv2d, so checkpoints are interchangeable.
+MindSpore 2.10's CPU gradient kernels are slow or memory-hungry for some of FCN's layers:
+- conv6 (512 -> 4096, 7x7 on a small map): Conv2DBackpropFilter takes 45 s for forward + backward
+  at 2x256x256 against 0.3 s for the forward. Its weight gradient is computed here as one im2col
+  matmul (unfold x, multiply by dout).
+- the 3x3 layers of blocks conv1-conv3 (64-256 channels, high resolution): in graph mode every
+  convolution kernel keeps its own im2col buffer, and Conv2DBackpropInput's is the largest. The input
+  gradient is computed here as a forward convolution of dout with the flipped, transposed kernel:
+  at 2x256x256 the full network's step is as fast or faster and its peak memory 640 MB lower. For
+  the 512-channel blocks the native input gradient is faster, so they keep it.
+The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
+interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's.
 """
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import initializer
+from mindspore.ops.operations import _grad_ops
+
+INPUT_GRADS = ("native", "flipped")
+WEIGHT_GRADS = ("native", "matmul")
 
 
-class _ConvMatmulWeightGrad(nn.Cell):
+class _ConvCustomGrad(nn.Cell):
     """Parameter-free conv(x, weight) with a custom bprop; the weight is an input so bprop returns its grad."""
 
-    def __init__(self, in_channels, out_channels, kernel_size):
+    def __init__(self, in_channels, out_channels, kernel_size, input_grad, weight_grad):
         super().__init__()
         self.kernel_size = kernel_size
         self.pad = kernel_size // 2
+        self.input_grad = input_grad
+        self.weight_grad = weight_grad
         self.conv = ops.Conv2D(out_channels, kernel_size, pad_mode="pad", pad=self.pad)
-        self.conv_input_grad = ops.Conv2DBackpropInput(in_channels, kernel_size, pad_mode="pad", pad=self.pad)
-        self.matmul_nt = ops.MatMul(transpose_b=True)
+        if input_grad == "flipped":
+            self.conv_flipped = ops.Conv2D(in_channels, kernel_size, pad_mode="pad", pad=self.pad)
+        else:
+            self.conv_input_grad = ops.Conv2DBackpropInput(in_channels, kernel_size, pad_mode="pad", pad=self.pad)
+        if weight_grad == "matmul":
+            self.matmul_nt = ops.MatMul(transpose_b=True)
+        else:
+            self.conv_weight_grad = _grad_ops.Conv2DBackpropFilter(out_channels, kernel_size, pad_mode="pad",
+                                                                   pad=self.pad, pad_list=(self.pad,) * 4)
 
     def construct(self, x, weight):
         return self.conv(x, weight)
 
     def bprop(self, x, weight, out, dout):
         n, c, h, w = x.shape
-        o = weight.shape[0]
-        dx = self.conv_input_grad(dout, weight, x.shape)
-        cols = ops.unfold(x, self.kernel_size, padding=self.pad)              # (n, c*k*k, h*w)
-        cols = cols.transpose(1, 0, 2).reshape(c * self.kernel_size ** 2, n * h * w)
-        grads = dout.reshape(n, o, h * w).transpose(1, 0, 2).reshape(o, n * h * w)
-        dweight = self.matmul_nt(grads, cols).reshape(weight.shape)
+        o, k = weight.shape[0], self.kernel_size
+        if self.input_grad == "flipped":
+            # dx = dout correlated with the kernel turned by 180 degrees, in and out channels swapped
+            flipped = weight.reshape(o, c, k * k)[:, :, ::-1].reshape(o, c, k, k).transpose(1, 0, 2, 3)
+            dx = self.conv_flipped(dout, flipped)
+        else:
+            dx = self.conv_input_grad(dout, weight, x.shape)
+        if self.weight_grad == "matmul":
+            cols = ops.unfold(x, k, padding=self.pad)              # (n, c*k*k, h*w)
+            cols = cols.transpose(1, 0, 2).reshape(c * k * k, n * h * w)
+            grads = dout.reshape(n, o, h * w).transpose(1, 0, 2).reshape(o, n * h * w)
+            dweight = self.matmul_nt(grads, cols).reshape(weight.shape)
+        else:
+            dweight = self.conv_weight_grad(dout, x, weight.shape)
         return dx, dweight
 
 
-class MatmulGradConv2d(nn.Cell):
-    """Drop-in for ``nn.Conv2d(in, out, k, pad_mode='same', has_bias=False)`` with odd ``k``, stride 1."""
+class FastGradConv2d(nn.Cell):
+    """Drop-in for ``nn.Conv2d(in, out, k, pad_mode='same', has_bias=False)`` with odd ``k``, stride 1.
 
-    def __init__(self, in_channels, out_channels, kernel_size, weight_init="xavier_uniform"):
+    ``input_grad``: "native" (Conv2DBackpropInput) or "flipped" (a forward convolution);
+    ``weight_grad``: "native" (Conv2DBackpropFilter) or "matmul" (im2col matmul).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, input_grad="native", weight_grad="native",
+                 weight_init="xavier_uniform"):
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"MatmulGradConv2d needs an odd kernel size, got {kernel_size}")
+            raise ValueError(f"FastGradConv2d needs an odd kernel size, got {kernel_size}")
+        if input_grad not in INPUT_GRADS or weight_grad not in WEIGHT_GRADS:
+            raise ValueError(f"input_grad must be one of {INPUT_GRADS} and weight_grad one of {WEIGHT_GRADS}, "
+                             f"got {input_grad!r}, {weight_grad!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = ms.Parameter(initializer(weight_init, shape, ms.float32), name="weight")
-        self.op = _ConvMatmulWeightGrad(in_channels, out_channels, kernel_size)
+        self.op = _ConvCustomGrad(in_channels, out_channels, kernel_size, input_grad, weight_grad)
 
     def construct(self, x):
         # value(): one Load of the weight shared by the forward and the custom bprop. Passing the
