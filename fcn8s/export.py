@@ -19,19 +19,18 @@ from .errors import FCNError
 from .fileio import refuse_existing
 from .log import get_logger
 from .models import build_model
+from .predict import onnxruntime_forward
 
 TOLERANCE = 1e-4   # max |difference| relative to the largest logit
 
 
-def _run_exported(path, fmt, images):
+def _run_exported(path, fmt, images, num_classes):
     """Logits of the exported file on ``images``; FCNError if it does not load or run."""
     try:
         if fmt == "MINDIR":
             import mindspore as ms
             return ms.nn.GraphCell(ms.load(str(path)))(ms.Tensor(images)).asnumpy()
-        import onnxruntime
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: images})[0]
+        return onnxruntime_forward(path, num_classes)(images)   # as eval and infer run it
     except Exception as exc:  # the runtimes' own error types: any of them means the file is unusable
         raise FCNError(f"the exported {fmt} file does not load and run: {str(exc).splitlines()[0]}") from None
 
@@ -70,7 +69,7 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
                 raise FCNError(f"MindSpore {ms.__version__} cannot export this network to {fmt} "
                                f"({str(exc).strip().splitlines()[0]})") from None
         exported = staging / f"model{suffix}"
-        got = _run_exported(exported, fmt, images)
+        got = _run_exported(exported, fmt, images, cfg.model.num_classes)
         diff = float(np.abs(got - expected).max()) / max(1.0, float(np.abs(expected).max()))
         if got.shape != expected.shape or diff > TOLERANCE:
             raise FCNError(f"the exported {fmt} file gives different logits (shape {got.shape}, "
