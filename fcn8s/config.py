@@ -26,7 +26,8 @@ DEFAULTS = {
         "width": 1.0,               # channel multiplier; 1.0 is the paper's VGG16 (conv6 = 4096)
         "deconv_init": "bilinear",  # bilinear (FCN paper) | xavier (the MindSpore tutorial)
         "conv6_impl": "fast",       # fast (matmul weight gradient) | native (nn.Conv2d)
-        "backbone_impl": "fast",    # fast (conv1-conv3: flipped-kernel input gradient) | native (nn.Conv2d)
+        "backbone_impl": "auto",    # auto (onednn on CPU where it builds, else fast) | onednn (oneDNN channels-last
+                                    # kernels, CPU) | fast (conv1-conv3: flipped-kernel input gradient) | native
     },
     "data": {
         "train": "data/voc/mindrecord/train.mindrecord",
@@ -103,7 +104,7 @@ CHOICES = {
     "model.arch": ("fcn8s", "fcn16s", "fcn32s"),
     "model.deconv_init": ("bilinear", "xavier"),
     "model.conv6_impl": ("fast", "native"),
-    "model.backbone_impl": ("fast", "native"),
+    "model.backbone_impl": ("auto", "onednn", "fast", "native"),
     "train.lr_schedule": ("cosine", "poly", "constant"),
     "device.target": ("auto", "Ascend", "GPU", "CPU"),
     "device.mode": ("graph", "pynative"),

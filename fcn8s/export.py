@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_weights
+from .config import Config
 from .device import setup_device
 from .errors import FCNError
 from .fileio import refuse_existing
@@ -50,7 +51,8 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
     if batch < 1 or min(size) < 1:
         raise FCNError(f"--batch {batch} --size {size[0]} {size[1]}: must be positive")
     setup_device(cfg.device)
-    net = build_model(cfg.model)
+    # MindSpore's own kernels only: a MINDIR file must not call the oneDNN library in this host's cache
+    net = build_model(Config(cfg.model, backbone_impl="native"), log)
     log.info(load_weights(net, ckpt).summary(ckpt))
     net.set_train(False)
     images = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)

@@ -57,7 +57,7 @@ def model_forward(cfg, path):
     from .device import setup_device
     from .models import build_model
     setup_device(cfg.device)
-    net = build_model(cfg.model)
+    net = build_model(cfg.model, get_logger())
     get_logger().info(load_weights(net, path).summary(path))
     return mindspore_forward(net)
 

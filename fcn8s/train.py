@@ -134,7 +134,7 @@ def train(cfg):
     validate = t.eval_interval > 0 and rank == 0   # the other ranks would only repeat it
     val_data = create_eval_dataset(cfg.data) if validate else None
 
-    net = build_model(cfg.model)
+    net = build_model(cfg.model, log)
     step_fn, optimizer = build_train_step(net, cfg, setup, lr, log)
     state = _initialise(net, optimizer, cfg, output_dir, log)
     start_epoch = state["epoch"]

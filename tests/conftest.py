@@ -1,5 +1,7 @@
 """Shared test set-up: fast CPU kernels (fcn8s sets ONEDNN_MAX_CPU_ISA on import, before mindspore)
 and PyNative mode, which runs the small test networks without graph compilation."""
+import os
+
 import fcn8s  # noqa: F401  (must precede the first mindspore import)
 import mindspore as ms
 import numpy as np
@@ -7,6 +9,12 @@ import pytest
 
 ms.set_context(mode=ms.PYNATIVE_MODE)
 ms.set_device("CPU")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_cache(tmp_path_factory):
+    """The oneDNN kernels are built once per session into a temporary cache (shared with subprocesses)."""
+    os.environ["FCN8S_CACHE"] = str(tmp_path_factory.mktemp("fcn8s-cache"))
 
 
 @pytest.fixture

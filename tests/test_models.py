@@ -98,6 +98,10 @@ def _weighted_sum(net, weights):
     ((24, 40), 7, {"weight_grad": "matmul"}),                          # conv6's fast path
     ((12, 20), 3, {"input_grad": "flipped"}),                          # conv1-conv3's
     ((20, 12), 3, {"input_grad": "flipped", "weight_grad": "matmul"}),
+    ((12, 20), 3, {"kernels": "onednn"}),                              # backbone_impl onednn
+    ((20, 12), 3, {"kernels": "onednn"}),
+    ((8, 16), 7, {"kernels": "onednn"}),
+    ((16, 8), 1, {"kernels": "onednn"}),
 ])
 def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, grads, rng):
     ms.set_context(mode=mode)
@@ -117,12 +121,15 @@ def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, gr
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-def test_fast_and_native_models_have_the_same_loss_and_gradients(rng):
+@pytest.mark.parametrize("backbone_impl, conv_types", [
+    ("fast", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d"]),
+    ("onednn", ["FastGradConv2d"] * 4),
+])
+def test_fast_and_native_models_have_the_same_loss_and_gradients(backbone_impl, conv_types, rng):
     """The whole network: fast conv6 and backbone gradients against nn.Conv2d everywhere, one checkpoint."""
-    fast = FCN("fcn8s", num_classes=4, width=0.125)
+    fast = FCN("fcn8s", num_classes=4, width=0.125, backbone_impl=backbone_impl)
     native = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="native", backbone_impl="native")
-    assert [type(c).__name__ for c in (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0])] == \
-        ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d"]
+    assert [type(c).__name__ for c in (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0])] == conv_types
     native_params = {p.name: p for p in native.get_parameters()}
     for p in fast.get_parameters():
         native_params[p.name].set_data(p.data.copy())

@@ -11,6 +11,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ..architecture import ARCHS, FC_CHANNELS, STRIDE, scaled
+from ..errors import FCNError
+from . import onednn
 from .layers import FastGradConv2d
 from .vgg import conv_bn_relu_block, vgg16_bn_blocks
 
@@ -93,7 +95,27 @@ class FCN(nn.Cell):
         return out
 
 
-def build_model(model_cfg):
-    """The network described by the ``model`` config section."""
+def resolve_backbone_impl(impl):
+    """(impl, note): "auto" becomes "onednn" on CPU where the oneDNN kernels build and load, else "fast".
+
+    The note says what was chosen and why, for the log. An explicit "onednn" that cannot load is an FCNError.
+    """
+    target = ms.get_context("device_target")
+    if impl in ("auto", "onednn"):
+        usable, why = (False, f"CPU only, the device is {target}") if target != "CPU" else onednn.available()
+        if usable:
+            kernel = onednn.kernel_name("forward", 1, 64, 64, 64, 64, 3)
+            return "onednn", f"convolutions: oneDNN channels-last kernels ({kernel})"
+        if impl == "onednn":
+            raise FCNError(f"model.backbone_impl onednn: {why}")
+        return "fast", f"convolutions: MindSpore's (oneDNN custom kernels not used: {why})"
+    return impl, f"convolutions: MindSpore's ({impl})"
+
+
+def build_model(model_cfg, log=None):
+    """The network described by the ``model`` config section; ``log`` gets one line on the kernels chosen."""
+    backbone_impl, note = resolve_backbone_impl(model_cfg.backbone_impl)
+    if log is not None:
+        log.info(note)
     return FCN(model_cfg.arch, model_cfg.num_classes, model_cfg.width, model_cfg.deconv_init, model_cfg.conv6_impl,
-               model_cfg.backbone_impl)
+               backbone_impl)

@@ -9,6 +9,9 @@ MindSpore 2.10's CPU gradient kernels are slow or memory-hungry for some of FCN'
   gradient is computed here as a forward convolution of dout with the flipped, transposed kernel:
   at 2x256x256 the full network's step is as fast or faster and its peak memory 640 MB lower. For
   the 512-channel blocks the native input gradient is faster, so they keep it.
+With ``kernels="onednn"`` the forward and both gradients run in oneDNN's channels-last kernels
+instead (``fcn8s/csrc/onednn_conv.cc``, CPU only): 2-4x MindSpore's convolution speed, and no
+im2col buffers kept across the step.
 The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
 interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's.
 """
@@ -17,8 +20,11 @@ from mindspore import nn, ops
 from mindspore.common.initializer import initializer
 from mindspore.ops.operations import _grad_ops
 
+from . import onednn
+
 INPUT_GRADS = ("native", "flipped")
 WEIGHT_GRADS = ("native", "matmul")
+KERNELS = ("mindspore", "onednn")
 
 
 class _ConvCustomGrad(nn.Cell):
@@ -63,27 +69,53 @@ class _ConvCustomGrad(nn.Cell):
         return dx, dweight
 
 
+class _OneDNNConv(nn.Cell):
+    """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (models/onednn.py)."""
+
+    def __init__(self, kernel_size):
+        super().__init__()
+        library = onednn.load()
+
+        def custom(name, out_shape):
+            return ops.Custom(f"{library}:conv2d_{name}", out_shape=out_shape, out_dtype=lambda a, b: a,
+                              func_type="aot")
+        self.forward = custom("forward", lambda x, w: (x[0], w[0], x[2], x[3]))
+        self.input_grad = custom("input_grad", lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
+        self.weight_grad = custom("weight_grad", lambda x, dout: (dout[1], x[1], kernel_size, kernel_size))
+
+    def construct(self, x, weight):
+        return self.forward(x, weight)
+
+    def bprop(self, x, weight, out, dout):
+        return self.input_grad(dout, weight), self.weight_grad(x, dout)
+
+
 class FastGradConv2d(nn.Cell):
     """Drop-in for ``nn.Conv2d(in, out, k, pad_mode='same', has_bias=False)`` with odd ``k``, stride 1.
 
     ``input_grad``: "native" (Conv2DBackpropInput) or "flipped" (a forward convolution);
-    ``weight_grad``: "native" (Conv2DBackpropFilter) or "matmul" (im2col matmul).
+    ``weight_grad``: "native" (Conv2DBackpropFilter) or "matmul" (im2col matmul);
+    ``kernels``: "mindspore" (the above) or "onednn" (forward and both gradients in oneDNN; the two
+    options above then do not apply).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, input_grad="native", weight_grad="native",
-                 weight_init="xavier_uniform"):
+                 kernels="mindspore", weight_init="xavier_uniform"):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"FastGradConv2d needs an odd kernel size, got {kernel_size}")
         if input_grad not in INPUT_GRADS or weight_grad not in WEIGHT_GRADS:
             raise ValueError(f"input_grad must be one of {INPUT_GRADS} and weight_grad one of {WEIGHT_GRADS}, "
                              f"got {input_grad!r}, {weight_grad!r}")
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = ms.Parameter(initializer(weight_init, shape, ms.float32), name="weight")
-        self.op = _ConvCustomGrad(in_channels, out_channels, kernel_size, input_grad, weight_grad)
+        self.op = (_OneDNNConv(kernel_size) if kernels == "onednn"
+                   else _ConvCustomGrad(in_channels, out_channels, kernel_size, input_grad, weight_grad))
 
     def construct(self, x):
         # value(): one Load of the weight shared by the forward and the custom bprop. Passing the

@@ -1,0 +1,389 @@
+// Stride-1 'same' convolutions and their two gradients for MindSpore on CPU, as AOT custom ops,
+// run by oneDNN in its fast channels-last (NHWC) kernels.
+//
+// Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
+// then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps oneDNN at AVX2, where the
+// convolutions and their gradients run at 30-125 GFLOP/s. The same oneDNN, given NHWC tensors,
+// runs its brgemm kernels at 230 (AVX2) to 400 (AVX-512) GFLOP/s on two cores. Here each call
+// reorders its NCHW inputs to NHWC, runs the convolution and reorders the result back; the
+// reorders are memory-bound and cheap next to the convolution.
+//
+// oneDNN is the libdnnl.so.3 that MindSpore ships, loaded through dlopen from the path given to
+// fcn8s_onednn_init(). fcn8s passes a private copy of that file, so this instance's ISA can be
+// set independently of the AVX2 cap that MindSpore's own instance needs. Only the part of
+// oneDNN's v3 C API used here is declared below; the values are those of oneDNN's dnnl_types.h
+// (stable across 3.x). The scratch buffers (NHWC copies, blocked weights, oneDNN scratchpad) are
+// shared by all calls and grow to the largest layer, so they are allocated once per process.
+//
+// MindSpore AOT signature: int f(int nparam, void **params, int *ndims, int64_t **shapes,
+// const char **dtypes, void *stream, void *extra); params holds the inputs, then the output.
+#include <dlfcn.h>
+#include <omp.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+// ---- the part of oneDNN's C API used here ----
+using dnnl_status_t = int;
+using handle_t = void *;
+using dims_t = int64_t[12];  // DNNL_MAX_NDIMS
+struct exec_arg_t {
+    int arg;
+    handle_t memory;
+};
+constexpr int kSuccess = 0, kF32 = 3, kEngineCpu = 1, kScratchpadUser = 1;
+constexpr int kTagAny = 1, kTagNCHW = 5, kTagNHWC = 22, kTagOIHW = 5;
+constexpr int kForwardTraining = 64, kConvolutionDirect = 1;
+constexpr int kQueryImplInfoStr = 8, kQueryScratchpadMd = 136;
+constexpr int kQuerySrcMd = 129, kQueryDiffSrcMd = 130, kQueryWeightsMd = 131, kQueryDiffWeightsMd = 132,
+              kQueryDstMd = 133, kQueryDiffDstMd = 134;
+constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgScratchpad = 80, kArgDiffSrc = 129,
+              kArgDiffDst = 145, kArgDiffWeights = 161;
+constexpr int kIsaDefault = 0;
+
+struct Api {
+    dnnl_status_t (*engine_create)(handle_t *, int, size_t);
+    dnnl_status_t (*threadpool_interop_stream_create)(handle_t *, handle_t, void *);
+    dnnl_status_t (*stream_wait)(handle_t);
+    dnnl_status_t (*set_max_cpu_isa)(int);
+    dnnl_status_t (*memory_desc_create_with_tag)(handle_t *, int, const int64_t *, int, int);
+    int (*memory_desc_equal)(handle_t, handle_t);
+    size_t (*memory_desc_get_size)(handle_t);
+    dnnl_status_t (*memory_create)(handle_t *, handle_t, handle_t, void *);
+    dnnl_status_t (*memory_destroy)(handle_t);
+    dnnl_status_t (*primitive_attr_create)(handle_t *);
+    dnnl_status_t (*primitive_attr_set_scratchpad_mode)(handle_t, int);
+    dnnl_status_t (*convolution_forward_primitive_desc_create)(handle_t *, handle_t, int, int, handle_t, handle_t,
+                                                               handle_t, handle_t, const int64_t *,
+                                                               const int64_t *, const int64_t *, const int64_t *,
+                                                               handle_t);
+    dnnl_status_t (*convolution_backward_data_primitive_desc_create)(handle_t *, handle_t, int, handle_t, handle_t,
+                                                                     handle_t, const int64_t *, const int64_t *,
+                                                                     const int64_t *, const int64_t *, handle_t,
+                                                                     handle_t);
+    dnnl_status_t (*convolution_backward_weights_primitive_desc_create)(handle_t *, handle_t, int, handle_t,
+                                                                        handle_t, handle_t, handle_t,
+                                                                        const int64_t *, const int64_t *,
+                                                                        const int64_t *, const int64_t *, handle_t,
+                                                                        handle_t);
+    dnnl_status_t (*reorder_primitive_desc_create)(handle_t *, handle_t, handle_t, handle_t, handle_t, handle_t);
+    handle_t (*primitive_desc_query_md)(handle_t, int, int);
+    dnnl_status_t (*primitive_desc_query)(handle_t, int, int, void *);
+    dnnl_status_t (*primitive_create)(handle_t *, handle_t);
+    dnnl_status_t (*primitive_execute)(handle_t, handle_t, int, const exec_arg_t *);
+};
+
+// Same virtual layout as dnnl::threadpool_interop::threadpool_iface (dnnl_threadpool_iface.hpp):
+// MindSpore's oneDNN is built for the threadpool runtime, which runs on the pool its stream is given.
+struct ThreadpoolIface {
+    virtual int get_num_threads() const = 0;
+    virtual bool get_in_parallel() const = 0;
+    virtual void parallel_for(int n, const std::function<void(int, int)> &fn) = 0;
+    virtual uint64_t get_flags() const = 0;
+    virtual ~ThreadpoolIface() = default;
+};
+
+struct OpenMPPool final : ThreadpoolIface {
+    int get_num_threads() const override { return omp_get_max_threads(); }
+    bool get_in_parallel() const override { return omp_in_parallel(); }
+    void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; ++i) fn(i, n);
+    }
+    uint64_t get_flags() const override { return 0; }  // synchronous
+};
+
+// ---- state ----
+Api api;
+handle_t engine = nullptr, stream = nullptr, scratchpad_attr = nullptr;
+OpenMPPool pool;
+std::mutex mutex;
+std::string last_error = "fcn8s_onednn_init was not called";
+
+bool fail(const std::string &what) {
+    last_error = what;
+    std::fprintf(stderr, "fcn8s onednn_conv: %s\n", what.c_str());
+    return false;
+}
+
+#define CHECK(call)                                                       \
+    do {                                                                  \
+        dnnl_status_t status_ = (call);                                   \
+        if (status_ != kSuccess)                                          \
+            return fail(std::string(#call) + " -> status " + std::to_string(status_)); \
+    } while (0)
+
+// 64-byte aligned buffers that only grow.
+struct Buffer {
+    void *data = nullptr;
+    size_t size = 0;
+    void *reserve(size_t bytes) {
+        if (bytes > size) {
+            std::free(data);
+            size = (bytes + 63) / 64 * 64;
+            data = std::aligned_alloc(64, size);
+        }
+        return data;
+    }
+};
+enum Slot { kSlotSrc, kSlotWeights, kSlotDst, kSlotScratchpad, kNumSlots };
+Buffer buffers[kNumSlots];
+
+enum Op { kForward, kBackwardData, kBackwardWeights };
+
+// One argument of a convolution: the layout MindSpore holds it in, the layout the primitive
+// wants, and the reorder between them when they differ.
+struct Arg {
+    int dnnl_arg;
+    bool is_output;
+    handle_t user_md = nullptr, primitive_md = nullptr, reorder = nullptr;
+    Slot slot;
+};
+
+struct Plan {
+    handle_t primitive = nullptr;
+    handle_t scratchpad_md = nullptr;
+    size_t scratchpad_size = 0;
+    Arg args[3];
+    std::string impl;
+};
+std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, Plan> plans;
+
+bool make_md(handle_t *md, int64_t a, int64_t b, int64_t c, int64_t d, int tag) {
+    const int64_t dims[4] = {a, b, c, d};
+    CHECK(api.memory_desc_create_with_tag(md, 4, dims, kF32, tag));
+    return true;
+}
+
+bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, bool is_output, Slot slot) {
+    arg->dnnl_arg = dnnl_arg;
+    arg->is_output = is_output;
+    arg->user_md = user_md;
+    arg->slot = slot;
+    arg->primitive_md = api.primitive_desc_query_md(pd, query, 0);
+    if (api.memory_desc_equal(user_md, arg->primitive_md)) return true;
+    handle_t reorder_pd;
+    handle_t from = is_output ? arg->primitive_md : user_md, to = is_output ? user_md : arg->primitive_md;
+    CHECK(api.reorder_primitive_desc_create(&reorder_pd, from, engine, to, engine, nullptr));
+    CHECK(api.primitive_create(&arg->reorder, reorder_pd));
+    return true;
+}
+
+// Builds the primitive for (op, n, c, o, h, w, k): x is (n, c, h, w), weight (o, c, k, k), y (n, o, h, w).
+bool make_plan(Plan *plan, int op, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
+    handle_t x_user, y_user, w_user, x_nhwc, y_nhwc, w_any;
+    if (!make_md(&x_user, n, c, h, w, kTagNCHW) || !make_md(&y_user, n, o, h, w, kTagNCHW) ||
+        !make_md(&w_user, o, c, k, k, kTagOIHW) || !make_md(&x_nhwc, n, c, h, w, kTagNHWC) ||
+        !make_md(&y_nhwc, n, o, h, w, kTagNHWC) || !make_md(&w_any, o, c, k, k, kTagAny))
+        return false;
+    const int64_t strides[2] = {1, 1}, dilates[2] = {0, 0}, pad[2] = {k / 2, k / 2};
+    handle_t forward_pd, pd;
+    CHECK(api.convolution_forward_primitive_desc_create(&forward_pd, engine, kForwardTraining, kConvolutionDirect,
+                                                        x_nhwc, w_any, nullptr, y_nhwc, strides, dilates, pad, pad,
+                                                        scratchpad_attr));
+    if (op == kForward) {
+        pd = forward_pd;
+        if (!make_arg(&plan->args[0], pd, kArgSrc, kQuerySrcMd, x_user, false, kSlotSrc) ||
+            !make_arg(&plan->args[1], pd, kArgWeights, kQueryWeightsMd, w_user, false, kSlotWeights) ||
+            !make_arg(&plan->args[2], pd, kArgDst, kQueryDstMd, y_user, true, kSlotDst))
+            return false;
+    } else if (op == kBackwardData) {
+        CHECK(api.convolution_backward_data_primitive_desc_create(&pd, engine, kConvolutionDirect, x_nhwc, w_any,
+                                                                  y_nhwc, strides, dilates, pad, pad, forward_pd,
+                                                                  scratchpad_attr));
+        if (!make_arg(&plan->args[0], pd, kArgDiffDst, kQueryDiffDstMd, y_user, false, kSlotDst) ||
+            !make_arg(&plan->args[1], pd, kArgWeights, kQueryWeightsMd, w_user, false, kSlotWeights) ||
+            !make_arg(&plan->args[2], pd, kArgDiffSrc, kQueryDiffSrcMd, x_user, true, kSlotSrc))
+            return false;
+    } else {
+        CHECK(api.convolution_backward_weights_primitive_desc_create(&pd, engine, kConvolutionDirect, x_nhwc, w_any,
+                                                                     nullptr, y_nhwc, strides, dilates, pad, pad,
+                                                                     forward_pd, scratchpad_attr));
+        if (!make_arg(&plan->args[0], pd, kArgSrc, kQuerySrcMd, x_user, false, kSlotSrc) ||
+            !make_arg(&plan->args[1], pd, kArgDiffDst, kQueryDiffDstMd, y_user, false, kSlotDst) ||
+            !make_arg(&plan->args[2], pd, kArgDiffWeights, kQueryDiffWeightsMd, w_user, true, kSlotWeights))
+            return false;
+    }
+    const char *impl = nullptr;
+    CHECK(api.primitive_desc_query(pd, kQueryImplInfoStr, 0, &impl));
+    plan->impl = impl ? impl : "?";
+    plan->scratchpad_md = api.primitive_desc_query_md(pd, kQueryScratchpadMd, 0);
+    plan->scratchpad_size = plan->scratchpad_md ? api.memory_desc_get_size(plan->scratchpad_md) : 0;
+    CHECK(api.primitive_create(&plan->primitive, pd));
+    return true;
+}
+
+Plan *find_plan(int op, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
+    auto key = std::make_tuple(op, n, c, o, h, w, k);
+    auto found = plans.find(key);
+    if (found != plans.end()) return &found->second;
+    Plan plan;
+    if (!make_plan(&plan, op, n, c, o, h, w, k)) return nullptr;
+    return &plans.emplace(key, plan).first->second;
+}
+
+bool memory(handle_t *mem, handle_t md, void *data) {
+    CHECK(api.memory_create(mem, md, engine, data));
+    return true;
+}
+
+bool run_reorder(handle_t reorder, handle_t from, handle_t to) {
+    const exec_arg_t args[2] = {{kArgSrc, from}, {kArgDst, to}};
+    CHECK(api.primitive_execute(reorder, stream, 2, args));
+    return true;
+}
+
+// Runs plan on MindSpore's NCHW/OIHW tensors data[0..2] (two inputs, then the output).
+bool execute(Plan *plan, void *const data[3]) {
+    std::vector<handle_t> owned;  // memory objects are cheap wrappers, made per call
+    auto wrap = [&](handle_t md, void *ptr, handle_t *mem) {
+        if (!ptr || !memory(mem, md, ptr)) return false;
+        owned.push_back(*mem);
+        return true;
+    };
+    exec_arg_t args[4];
+    handle_t user[3], inner[3];
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; ++i) {
+        const Arg &arg = plan->args[i];
+        ok = wrap(arg.user_md, data[i], &user[i]);
+        inner[i] = user[i];
+        if (ok && arg.reorder) {
+            void *buffer = buffers[arg.slot].reserve(api.memory_desc_get_size(arg.primitive_md));
+            ok = wrap(arg.primitive_md, buffer, &inner[i]) && (arg.is_output || run_reorder(arg.reorder, user[i], inner[i]));
+        }
+        args[i] = {arg.dnnl_arg, inner[i]};
+    }
+    int nargs = 3;
+    if (ok && plan->scratchpad_size) {
+        handle_t scratchpad;
+        ok = wrap(plan->scratchpad_md, buffers[kSlotScratchpad].reserve(plan->scratchpad_size), &scratchpad);
+        args[nargs++] = {kArgScratchpad, scratchpad};
+    }
+    if (ok) {
+        dnnl_status_t status = api.primitive_execute(plan->primitive, stream, nargs, args);
+        ok = status == kSuccess || fail("convolution -> status " + std::to_string(status));
+    }
+    const Arg &out = plan->args[2];
+    if (ok && out.reorder) ok = run_reorder(out.reorder, inner[2], user[2]);
+    if (ok) ok = api.stream_wait(stream) == kSuccess || fail("stream wait failed");
+    for (handle_t mem : owned) api.memory_destroy(mem);
+    return ok;
+}
+
+template <typename F>
+bool load(void *lib, const char *name, F *fn) {
+    *fn = reinterpret_cast<F>(dlsym(lib, name));
+    return *fn || fail(std::string("symbol ") + name + " not found in oneDNN");
+}
+
+// shapes[0] is x or dout, shapes[1] the weight or dout, shapes[2] the output; see the entry points.
+int run(int op, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+    if (nparam != 3) return fail("expected 2 inputs and 1 output"), 1;
+    for (int i = 0; i < 3; ++i) {
+        if (ndims[i] != 4) return fail("expected 4-D tensors"), 1;
+        if (std::strcmp(dtypes[i], "float32") != 0) return fail(std::string("float32 only, got ") + dtypes[i]), 1;
+    }
+    // (n, c, h, w) of x and (o, c, k, k) of the weight, whichever of the three holds them
+    const int64_t *x = op == kBackwardData ? shapes[2] : shapes[0];
+    const int64_t *weight = op == kBackwardWeights ? shapes[2] : shapes[1];
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return fail(last_error), 1;
+    Plan *plan = find_plan(op, x[0], x[1], weight[0], x[2], x[3], weight[2]);
+    return plan && execute(plan, params) ? 0 : 1;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Loads oneDNN from dnnl_path (dlopen, private to this library), sets its maximum ISA (0: oneDNN's
+// default, the best the CPU has; < 0: ONEDNN_MAX_CPU_ISA or oneDNN's default) and makes the engine and
+// stream. Returns 0, or 1 with fcn8s_onednn_error() saying why. Calling it again is a no-op.
+int fcn8s_onednn_init(const char *dnnl_path, int max_isa) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (stream) return 0;
+    void *lib = dlopen(dnnl_path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) return fail(std::string("cannot load ") + dnnl_path + ": " + dlerror()), 1;
+    bool ok = load(lib, "dnnl_engine_create", &api.engine_create) &&
+              load(lib, "dnnl_threadpool_interop_stream_create", &api.threadpool_interop_stream_create) &&
+              load(lib, "dnnl_stream_wait", &api.stream_wait) &&
+              load(lib, "dnnl_set_max_cpu_isa", &api.set_max_cpu_isa) &&
+              load(lib, "dnnl_memory_desc_create_with_tag", &api.memory_desc_create_with_tag) &&
+              load(lib, "dnnl_memory_desc_equal", &api.memory_desc_equal) &&
+              load(lib, "dnnl_memory_desc_get_size", &api.memory_desc_get_size) &&
+              load(lib, "dnnl_memory_create", &api.memory_create) &&
+              load(lib, "dnnl_memory_destroy", &api.memory_destroy) &&
+              load(lib, "dnnl_primitive_attr_create", &api.primitive_attr_create) &&
+              load(lib, "dnnl_primitive_attr_set_scratchpad_mode", &api.primitive_attr_set_scratchpad_mode) &&
+              load(lib, "dnnl_convolution_forward_primitive_desc_create",
+                   &api.convolution_forward_primitive_desc_create) &&
+              load(lib, "dnnl_convolution_backward_data_primitive_desc_create",
+                   &api.convolution_backward_data_primitive_desc_create) &&
+              load(lib, "dnnl_convolution_backward_weights_primitive_desc_create",
+                   &api.convolution_backward_weights_primitive_desc_create) &&
+              load(lib, "dnnl_reorder_primitive_desc_create", &api.reorder_primitive_desc_create) &&
+              load(lib, "dnnl_primitive_desc_query_md", &api.primitive_desc_query_md) &&
+              load(lib, "dnnl_primitive_desc_query", &api.primitive_desc_query) &&
+              load(lib, "dnnl_primitive_create", &api.primitive_create) &&
+              load(lib, "dnnl_primitive_execute", &api.primitive_execute);
+    if (!ok) return 1;
+    // max_isa < 0: oneDNN reads ONEDNN_MAX_CPU_ISA itself. Setting it fails harmlessly (status != 0)
+    // if this instance has already generated code.
+    if (max_isa >= 0) api.set_max_cpu_isa(max_isa);
+    handle_t new_engine;
+    if (api.engine_create(&new_engine, kEngineCpu, 0) != kSuccess) return fail("cannot create a CPU engine"), 1;
+    if (api.primitive_attr_create(&scratchpad_attr) != kSuccess ||
+        api.primitive_attr_set_scratchpad_mode(scratchpad_attr, kScratchpadUser) != kSuccess)
+        return fail("cannot create primitive attributes"), 1;
+    handle_t new_stream;
+    if (api.threadpool_interop_stream_create(&new_stream, new_engine, &pool) != kSuccess)
+        return fail("cannot create a threadpool stream (is this oneDNN built for the threadpool runtime?)"), 1;
+    engine = new_engine;
+    stream = new_stream;
+    return 0;
+}
+
+const char *fcn8s_onednn_error() { return last_error.c_str(); }
+
+// Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad) at this
+// shape into out (e.g. "brg_conv_fwd:avx512_core"). Returns 0, or 1 if no plan could be made.
+int fcn8s_onednn_impl(int op, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k, char *out,
+                      int size) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return 1;
+    Plan *plan = find_plan(op, n, c, o, h, w, k);
+    if (!plan) return 1;
+    std::snprintf(out, size, "%s", plan->impl.c_str());
+    return 0;
+}
+
+// y = conv(x, weight): params x (n, c, h, w), weight (o, c, k, k), y (n, o, h, w)
+int conv2d_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+    return run(kForward, nparam, params, ndims, shapes, dtypes);
+}
+
+// dx: params dout (n, o, h, w), weight (o, c, k, k), dx (n, c, h, w)
+int conv2d_input_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                      void *) {
+    return run(kBackwardData, nparam, params, ndims, shapes, dtypes);
+}
+
+// dweight: params x (n, c, h, w), dout (n, o, h, w), dweight (o, c, k, k)
+int conv2d_weight_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                       void *) {
+    return run(kBackwardWeights, nparam, params, ndims, shapes, dtypes);
+}
+
+}  // extern "C"
