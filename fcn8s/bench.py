@@ -1,8 +1,10 @@
 """``fcn8s bench``: train-step, inference and data-pipeline speed and peak memory, side by side.
 
 Each measurement runs in a fresh subprocess (``python -m fcn8s.bench SPEC``) so peak RSS and
-threads are its own: our FCN ("fcn8s"), the tutorial's definition ("seed"), our network with
-oneDNN's default ISA ("isa-default", i.e. without fcn8s's ONEDNN_MAX_CPU_ISA=AVX2), and the
+threads are its own: our FCN ("fcn8s"), our FCN on MindSpore's own convolution kernels
+("ms-kernels": model.backbone_impl fast instead of the oneDNN custom ops), the tutorial's
+definition ("seed"), our network with oneDNN's default ISA ("isa-default", i.e. without fcn8s's
+ONEDNN_MAX_CPU_ISA=AVX2 for MindSpore's kernels), and the
 PyTorch twin in benchmarks/torch_fcn8s.py ("torch", optional). Warm-up calls (graph compilation
 included) are excluded; the median of the timed repetitions is reported.
 """
@@ -27,7 +29,7 @@ from .fileio import atomic_write_text
 from .log import get_logger
 
 NUM_CLASSES = 21
-MODEL_IMPLS = ("fcn8s", "seed", "isa-default", "torch", "onnxruntime")
+MODEL_IMPLS = ("fcn8s", "ms-kernels", "seed", "isa-default", "torch", "onnxruntime")
 INFER_ONLY = ("onnxruntime",)
 TORCH_TWIN = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_fcn8s.py"
 
@@ -59,7 +61,10 @@ def _model_and_step(impl, what, width, mode, steps):
     from .models.tutorial import TutorialFCN8s
     from .schedule import lr_per_step
     from .train import build_train_step
-    cfg = load_config(None, [("model.width", width), ("device.target", "CPU"), ("device.mode", mode)])
+    overrides = [("model.width", width), ("device.target", "CPU"), ("device.mode", mode)]
+    if impl == "ms-kernels":
+        overrides.append(("model.backbone_impl", "fast"))
+    cfg = load_config(None, overrides)
     setup = setup_device(cfg.device, announce=False)
     net = TutorialFCN8s(NUM_CLASSES) if impl == "seed" else build_model(cfg.model)
     if what != "train":
@@ -95,7 +100,7 @@ def measure_model(spec):
     gflop = fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], batch, size, size) * (3 if what == "train" else 1)
     return {**spec, "framework": "mindspore", "version": ms.__version__, "first_call_s": first, "times_s": times,
             "median_s": statistics.median(times), "peak_rss_mib": _peak_rss_mib(), "gflop": gflop,
-            "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+            "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "backbone_impl": getattr(net, "backbone_impl", None)}
 
 
 def measure_onnxruntime(spec):
@@ -220,6 +225,8 @@ def _format_model_rows(rows, peaks):
             continue
         rate = r["gflop"] / r["median_s"]
         note = f"first call {r['first_call_s']:.1f} s" if "first_call_s" in r else ""
+        if r.get("backbone_impl"):
+            note += f", backbone convolutions {r['backbone_impl']}"
         lines.append(f"{r['what']:<6}{r['impl']:<13}{shape:>13}{r['median_s']:>10.3f}{rate:>9.1f}"
                      f"{100 * rate / peak:>7.0f}%{r['peak_rss_mib']:>14.0f}  {note}")
     return lines

@@ -114,8 +114,9 @@ def get_args_parser():
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--width", type=float, default=1.0, help="model.width of the measured network")
     p.add_argument("--compare", default="",
-                   help="comma list of torch, seed (the tutorial's definition), isa-default (oneDNN's own "
-                        "kernel choice), onnxruntime (our ONNX export; inference only)")
+                   help="comma list of torch, ms-kernels (our network on MindSpore's convolution kernels), "
+                        "seed (the tutorial's definition), isa-default (oneDNN's own kernel choice), "
+                        "onnxruntime (our ONNX export; inference only)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mode", choices=("graph", "pynative"), default="graph")

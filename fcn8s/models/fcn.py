@@ -53,6 +53,7 @@ class FCN(nn.Cell):
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
         self.arch = arch
         self.num_classes = num_classes
+        self.backbone_impl = backbone_impl
         blocks, channels = vgg16_bn_blocks(width, impl=backbone_impl)
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = blocks
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
