@@ -36,6 +36,14 @@ def test_a_failed_compile_leaves_nothing_in_the_cache(tmp_path):
 
 
 @needs_compiler
+def test_an_unwritable_cache_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(onednn.OneDNNUnavailable, match=f"cannot write the kernel cache {blocker}.*FCN8S_CACHE"):
+        onednn.build(blocker, "g++")
+
+
+@needs_compiler
 def test_kernels_are_the_channels_last_ones():
     names = [onednn.kernel_name(op, 2, 64, 64, 32, 32, 3) for op in onednn.OPS]
     assert names[0].startswith("brg_conv_fwd:") and names[1].startswith("brg_conv_bwd:"), names

@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 from ..fileio import atomic_path
+from ..log import get_logger
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "onednn_conv.cc"
 OPS = ("forward", "input_grad", "weight_grad")
@@ -44,6 +45,7 @@ def _mindspore_dnnl():
 
 
 def _compile(compiler, target):
+    get_logger().info(f"compiling the oneDNN convolution kernels into {target} (once)")
     with atomic_path(target) as tmp:
         cmd = [compiler, "-O2", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-o", str(tmp), str(SOURCE), "-ldl"]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -61,13 +63,16 @@ def build(cache, compiler_name):
         raise OneDNNUnavailable(f"no C++ compiler {compiler_name!r} on PATH (set CXX to use another)")
     key = hashlib.sha256(SOURCE.read_bytes() + f"{ms_version} {compiler}".encode()).hexdigest()[:16]
     library = Path(cache) / f"onednn_conv-{key}.so"
-    if not library.is_file():
-        _compile(compiler, library)
     # A copy under another name loads as a separate oneDNN instance (dlopen matches by file).
     private_dnnl = Path(cache) / f"libdnnl-{ms_version}-{dnnl.stat().st_size}.so.3"
-    if not private_dnnl.is_file():
-        with atomic_path(private_dnnl) as tmp:
-            shutil.copyfile(dnnl, tmp)
+    try:
+        if not library.is_file():
+            _compile(compiler, library)
+        if not private_dnnl.is_file():
+            with atomic_path(private_dnnl) as tmp:
+                shutil.copyfile(dnnl, tmp)
+    except OSError as e:
+        raise OneDNNUnavailable(f"cannot write the kernel cache {cache} ({e.strerror or e}; set FCN8S_CACHE)") from None
     return library, private_dnnl
 
 
