@@ -248,7 +248,8 @@ bool run_reorder(handle_t reorder, handle_t from, handle_t to) {
 bool execute(Plan *plan, void *const data[3]) {
     std::vector<handle_t> owned;  // memory objects are cheap wrappers, made per call
     auto wrap = [&](handle_t md, void *ptr, handle_t *mem) {
-        if (!ptr || !memory(mem, md, ptr)) return false;
+        if (!ptr) return fail("out of memory for a scratch buffer");
+        if (!memory(mem, md, ptr)) return false;
         owned.push_back(*mem);
         return true;
     };
