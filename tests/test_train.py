@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import mindspore as ms
 import numpy as np
@@ -67,8 +68,10 @@ def _log(output_dir):
     return [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
 
 
-def test_training_writes_checkpoints_logs_and_plots(tmp_path, tiny_data):
+def test_training_writes_checkpoints_logs_and_plots(tmp_path, tiny_data, capsys):
     result = train_module.train(tiny_config(tiny_data, tmp_path / "run"))
+    if shutil.which("g++"):   # backbone_impl auto: the oneDNN kernels, and the log says so
+        assert "convolutions: oneDNN channels-last kernels (brg_conv_fwd:" in capsys.readouterr().out
     out = tmp_path / "run"
     ckpt = read_checkpoint(out / "last.ckpt")
     assert any(k.startswith("moments.conv1.0.weight") for k in ckpt) and "conv6.0.weight" in ckpt
