@@ -26,7 +26,6 @@
 #include <cstring>
 #include <functional>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -37,7 +36,6 @@ namespace {
 // ---- the part of oneDNN's C API used here ----
 using dnnl_status_t = int;
 using handle_t = void *;
-using dims_t = int64_t[12];  // DNNL_MAX_NDIMS
 struct exec_arg_t {
     int arg;
     handle_t memory;
@@ -50,7 +48,6 @@ constexpr int kQuerySrcMd = 129, kQueryDiffSrcMd = 130, kQueryWeightsMd = 131, k
               kQueryDstMd = 133, kQueryDiffDstMd = 134;
 constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgScratchpad = 80, kArgDiffSrc = 129,
               kArgDiffDst = 145, kArgDiffWeights = 161;
-constexpr int kIsaDefault = 0;
 
 struct Api {
     dnnl_status_t (*engine_create)(handle_t *, int, size_t);
@@ -124,15 +121,16 @@ bool fail(const std::string &what) {
             return fail(std::string(#call) + " -> status " + std::to_string(status_)); \
     } while (0)
 
-// 64-byte aligned buffers that only grow.
+// 64-byte aligned buffers that only grow; reserve() returns nullptr when out of memory.
 struct Buffer {
     void *data = nullptr;
     size_t size = 0;
     void *reserve(size_t bytes) {
         if (bytes > size) {
             std::free(data);
-            size = (bytes + 63) / 64 * 64;
-            data = std::aligned_alloc(64, size);
+            size_t rounded = (bytes + 63) / 64 * 64;
+            data = std::aligned_alloc(64, rounded);
+            size = data ? rounded : 0;
         }
         return data;
     }
@@ -151,6 +149,8 @@ struct Arg {
     Slot slot;
 };
 
+// A plan lives as long as the process (one per layer shape), so its oneDNN descriptors, which the
+// memory descriptors above point into, are never freed.
 struct Plan {
     handle_t primitive = nullptr;
     handle_t scratchpad_md = nullptr;
