@@ -50,6 +50,12 @@ def test_kernels_are_the_channels_last_ones():
     assert "ref" not in " ".join(names) and "gemm" not in " ".join(names), names
 
 
+@needs_compiler
+def test_a_shape_oneDNN_refuses_is_named():
+    with pytest.raises(onednn.OneDNNUnavailable, match="memory_desc_create_with_tag"):
+        onednn.kernel_name("forward", 1, -1, 8, 8, 8, 3)
+
+
 def test_auto_falls_back_to_mindspore_kernels_and_says_why(monkeypatch):
     monkeypatch.setattr(onednn, "available", lambda: (False, "no C++ compiler 'g++' on PATH"))
     impl, note = fcn.resolve_backbone_impl("auto")

@@ -77,18 +77,24 @@ def build(cache, compiler_name):
 
 
 @functools.lru_cache(maxsize=None)
-def load():
-    """Path of the compiled kernel library, loaded and initialised; raises OneDNNUnavailable with the reason."""
+def _kernels():
+    """(path, ctypes handle) of the compiled kernel library, initialised; OneDNNUnavailable with the reason."""
     library, private_dnnl = build(cache_dir(), os.environ.get("CXX", "g++"))
     lib = ctypes.CDLL(str(library))
     lib.fcn8s_onednn_error.restype = ctypes.c_char_p
     if lib.fcn8s_onednn_init(str(private_dnnl).encode(), ISA_DEFAULT) != 0:
         raise OneDNNUnavailable(lib.fcn8s_onednn_error().decode())
-    return str(library)
+    return str(library), lib
 
 
+def load():
+    """Path of the compiled kernel library, loaded and initialised; raises OneDNNUnavailable with the reason."""
+    return _kernels()[0]
+
+
+@functools.lru_cache(maxsize=None)
 def available():
-    """(True, "") when the kernels load here, else (False, why)."""
+    """(True, "") when the kernels load here, else (False, why); tried once per process."""
     try:
         load()
     except OneDNNUnavailable as e:
@@ -98,7 +104,7 @@ def available():
 
 def kernel_name(op, batch, in_channels, out_channels, height, width, kernel_size):
     """The oneDNN implementation that runs ``op`` (one of OPS) at this shape, e.g. 'brg_conv_fwd:avx512_core'."""
-    lib = ctypes.CDLL(load())
+    lib = _kernels()[1]
     out = ctypes.create_string_buffer(128)
     dims = [ctypes.c_int64(v) for v in (batch, in_channels, out_channels, height, width, kernel_size)]
     if lib.fcn8s_onednn_impl(OPS.index(op), *dims, out, len(out)) != 0:
