@@ -2,9 +2,9 @@
 // run by oneDNN in its fast channels-last (NHWC) kernels.
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
-// then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps oneDNN at AVX2, where the
-// convolutions and their gradients run at 30-125 GFLOP/s. The same oneDNN, given NHWC tensors,
-// runs its brgemm kernels at 230 (AVX2) to 400 (AVX-512) GFLOP/s on two cores. Here each call
+// then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps oneDNN at AVX2. The same
+// oneDNN, given NHWC tensors at AVX-512, runs its brgemm kernels 1.4-2.7x faster than MindSpore's
+// capped ones (benchmarks/conv_kernels.py: 210-330 against 86-190 GFLOP/s on two cores). Each call
 // reorders its NCHW inputs to NHWC, runs the convolution and reorders the result back; the
 // reorders are memory-bound and cheap next to the convolution.
 //

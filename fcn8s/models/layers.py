@@ -10,7 +10,7 @@ MindSpore 2.10's CPU gradient kernels are slow or memory-hungry for some of FCN'
   at 2x256x256 the full network's step is as fast or faster and its peak memory 640 MB lower. For
   the 512-channel blocks the native input gradient is faster, so they keep it.
 With ``kernels="onednn"`` the forward and both gradients run in oneDNN's channels-last kernels
-instead (``fcn8s/csrc/onednn_conv.cc``, CPU only): 2-4x MindSpore's convolution speed, and no
+instead (``fcn8s/csrc/onednn_conv.cc``, CPU only): 1.4-2.7x MindSpore's convolution speed, and no
 im2col buffers kept across the step.
 The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
 interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's.

@@ -1,0 +1,96 @@
+"""GFLOP/s of one convolution's forward, input gradient and weight gradient: MindSpore's kernels
+(under fcn8s's ONEDNN_MAX_CPU_ISA=AVX2) against fcn8s's oneDNN channels-last custom ops.
+
+Each op runs alone as a graph-mode cell on the layer shapes that dominate an FCN-8s step at 2x256²,
+and timed as the median of 5 calls after a warm-up; the oneDNN times include their NCHW <-> NHWC
+reorders. Each shape is a 3x3, stride-1, 'same' convolution:
+    python benchmarks/conv_kernels.py [-o benchmarks/results/conv_kernels.json]
+"""
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+import fcn8s  # noqa: F401  (the AVX2 oneDNN setting, before mindspore)
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.ops.operations import _grad_ops
+
+from fcn8s.fileio import atomic_write_text
+from fcn8s.models import onednn
+from fcn8s.models.layers import _OneDNNConv
+
+SHAPES = [(2, 64, 64, 256), (2, 128, 128, 128), (2, 256, 256, 64), (2, 512, 512, 32)]   # n, c, o, size
+
+
+class _Op(nn.Cell):
+    """One op as a graph: PyNative's dispatch threads would compete with the kernels' OpenMP threads."""
+
+    def __init__(self, op, *constants):
+        super().__init__()
+        self.op = op
+        self.constants = constants
+
+    def construct(self, a, b):
+        return self.op(a, b, *self.constants)
+
+
+class _SwappedOp(_Op):
+    def construct(self, a, b):
+        return self.op(b, a)
+
+
+def _median_seconds(fn, *args):
+    fn(*args).asnumpy()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        fn(*args).asnumpy()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(n, c, o, size):
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((n, c, size, size)).astype(np.float32))
+    w = ms.Tensor(rng.standard_normal((o, c, 3, 3)).astype(np.float32) * 0.05)
+    dout = ms.Tensor(rng.standard_normal((n, o, size, size)).astype(np.float32))
+    conv = ops.Conv2D(o, 3, pad_mode="pad", pad=1)
+    input_grad = ops.Conv2DBackpropInput(c, 3, pad_mode="pad", pad=1)
+    weight_grad = _grad_ops.Conv2DBackpropFilter(o, 3, pad_mode="pad", pad=1, pad_list=(1, 1, 1, 1))
+    ours = _OneDNNConv(3)
+    kernels = {   # each called as (x, w), (dout, w), (dout, x) below, so ours.weight_grad gets them swapped
+        "mindspore": (_Op(conv), _Op(input_grad, (n, c, size, size)), _Op(weight_grad, (o, c, 3, 3))),
+        "onednn": (_Op(ours.forward), _Op(ours.input_grad), _SwappedOp(ours.weight_grad)),
+    }
+    gflop = 2 * n * o * c * 9 * size * size / 1e9
+    row = {"shape": [n, c, o, size], "gflop": gflop,
+           "onednn_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3) for op in onednn.OPS]}
+    for name, (forward, dx, dw) in kernels.items():
+        seconds = [_median_seconds(forward, x, w), _median_seconds(dx, dout, w), _median_seconds(dw, dout, x)]
+        row[name] = {op: {"s": s, "gflops": gflop / s} for op, s in zip(onednn.OPS, seconds)}
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", help="JSON results file")
+    args = parser.parse_args()
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+    rows = [measure(*shape) for shape in SHAPES]
+    print(f"{'n, c->o, size':<18}{'kernels':<11}" + "".join(f"{op + ' GFLOP/s':>22}" for op in onednn.OPS))
+    for r in rows:
+        n, c, o, size = r["shape"]
+        for name in ("mindspore", "onednn"):
+            print(f"{f'{n}, {c}->{o}, {size}':<18}{name:<11}"
+                  + "".join(f"{r[name][op]['gflops']:>22.0f}" for op in onednn.OPS))
+    print("oneDNN kernels: " + "; ".join(f"{r['shape']}: {', '.join(r['onednn_kernels'])}" for r in rows))
+    if args.output:
+        atomic_write_text(args.output, json.dumps({"mindspore": ms.__version__, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Per-op time of full-width FCN-8s train steps (graph mode, CPU), from MindSpore's profiler.
+
+Two warm-up steps, then two profiled ones; prints milliseconds per step by op type, with conv6's
+ops apart and fcn8s's oneDNN custom ops as "Custom":
+    python benchmarks/profile_step.py [--batch 2 --size 256] [--out /tmp/fcn8s-profile]
+"""
+import argparse
+import csv
+from pathlib import Path
+
+import fcn8s  # noqa: F401  (the AVX2 oneDNN setting, before mindspore)
+import mindspore as ms
+from mindspore.profiler import Profiler
+
+from fcn8s.bench import _model_and_step, _random_batch
+
+STEPS = 2
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--out", default="/tmp/fcn8s-profile", help="profiler output folder")
+    args = parser.parse_args()
+    _, step = _model_and_step("fcn8s", "train", 1.0, "graph", 2 * STEPS + 1)
+    images, labels = (ms.Tensor(a) for a in _random_batch(args.batch, args.size))
+    for _ in range(STEPS):
+        step(images, labels).asnumpy()
+    profiler = Profiler(output_path=args.out)
+    for _ in range(STEPS):
+        step(images, labels).asnumpy()
+    profiler.stop()
+    profiler.analyse()
+    details = max(Path(args.out).glob("*/FRAMEWORK/cpu_op_detail_info_0.csv"), key=lambda p: p.stat().st_mtime)
+    per_op = {}
+    for row in csv.DictReader(details.open()):
+        group = f"conv6 {row['op_type']}" if "/conv6-SequentialCell/0-" in row["full_op_name"] else row["op_type"]
+        per_op[group] = per_op.get(group, 0.0) + float(row["op_total_time(ms)"]) / STEPS
+    print(f"{'op (per step)':<32}{'ms':>8}")
+    for group, ms_per_step in sorted(per_op.items(), key=lambda item: -item[1]):
+        if ms_per_step >= 1:
+            print(f"{group:<32}{ms_per_step:>8.1f}")
+    print(f"{'total':<32}{sum(per_op.values()):>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
