@@ -1,5 +1,5 @@
 """GFLOP/s of one convolution's forward, input gradient and weight gradient: MindSpore's kernels
-(under fcn8s's ONEDNN_MAX_CPU_ISA=AVX2) against fcn8s's oneDNN channels-last custom ops.
+(capped at AVX2 as fcn8s runs them) against fcn8s's oneDNN channels-last custom ops.
 
 Each op runs alone as a graph-mode cell on the layer shapes that dominate an FCN-8s step at 2x256²,
 and timed as the median of 5 calls after a warm-up; the oneDNN times include their NCHW <-> NHWC
@@ -13,14 +13,14 @@ import time
 
 import numpy as np
 
-import fcn8s  # noqa: F401  (the AVX2 oneDNN setting, before mindspore)
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.ops.operations import _grad_ops
 
 from fcn8s.fileio import atomic_write_text
+from fcn8s.host import host_record
 from fcn8s.models import onednn
-from fcn8s.models.layers import _OneDNNConv
+from fcn8s.models.layers import OneDNNConv
 
 SHAPES = [(2, 64, 64, 256), (2, 128, 128, 128), (2, 256, 256, 64), (2, 512, 512, 32)]   # n, c, o, size
 
@@ -60,7 +60,7 @@ def measure(n, c, o, size):
     conv = ops.Conv2D(o, 3, pad_mode="pad", pad=1)
     input_grad = ops.Conv2DBackpropInput(c, 3, pad_mode="pad", pad=1)
     weight_grad = _grad_ops.Conv2DBackpropFilter(o, 3, pad_mode="pad", pad=1, pad_list=(1, 1, 1, 1))
-    ours = _OneDNNConv(3)
+    ours = OneDNNConv(3)
     kernels = {   # each called as (x, w), (dout, w), (dout, x) below, so ours.weight_grad gets them swapped
         "mindspore": (_Op(conv), _Op(input_grad, (n, c, size, size)), _Op(weight_grad, (o, c, 3, 3))),
         "onednn": (_Op(ours.forward), _Op(ours.input_grad), _SwappedOp(ours.weight_grad)),
@@ -78,6 +78,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", help="JSON results file")
     args = parser.parse_args()
+    onednn.cap_mindspore_isa()   # MindSpore's kernels as fcn8s runs them (before their first use)
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
     rows = [measure(*shape) for shape in SHAPES]
@@ -89,7 +90,7 @@ def main():
                   + "".join(f"{r[name][op]['gflops']:>22.0f}" for op in onednn.OPS))
     print("oneDNN kernels: " + "; ".join(f"{r['shape']}: {', '.join(r['onednn_kernels'])}" for r in rows))
     if args.output:
-        atomic_write_text(args.output, json.dumps({"mindspore": ms.__version__, "rows": rows}, indent=1) + "\n")
+        atomic_write_text(args.output, json.dumps({"host": host_record(), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 import os
 from dataclasses import dataclass
 
-import fcn8s
-
 from .errors import FCNError
 from .log import get_logger, set_rank
 
@@ -58,23 +56,23 @@ def precision_policy(target, amp_level="auto", loss_scale="auto"):
     return amp, scale
 
 
-def onednn_note():
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
-    who = "set by user" if fcn8s.ONEDNN_ISA_SET_BY_USER else "fcn8s default, fast convolution kernels"
-    return f"ONEDNN_MAX_CPU_ISA={isa} ({who})"
-
-
 def setup_device(device_cfg, announce=True):
-    """Set MindSpore's device and mode from the ``device`` config section; log one line."""
+    """Set MindSpore's device and mode from the ``device`` config section; log one line.
+
+    On CPU this first caps MindSpore's oneDNN at AVX2 (``models.onednn.cap_mindspore_isa``), which must
+    happen before MindSpore runs its first CPU kernel.
+    """
     import mindspore as ms
+    from .models.onednn import cap_mindspore_isa
     target = pick_target(device_cfg.target)
     amp, scale = precision_policy(target, device_cfg.amp_level, device_cfg.loss_scale)
+    isa_note = cap_mindspore_isa() if target == "CPU" else None
     ms.set_device(target)
     ms.set_context(mode=ms.GRAPH_MODE if device_cfg.mode == "graph" else ms.PYNATIVE_MODE)
     setup = DeviceSetup(target, device_cfg.mode, amp, scale, device_cfg.loss_scale_value)
     if announce:
         chosen = "" if device_cfg.target != "auto" else " (auto: Ascend > GPU > CPU)"
-        extra = f"; {onednn_note()}" if target == "CPU" else ""
+        extra = f"; {isa_note}" if isa_note else ""
         get_logger().info(f"{setup.describe()}{chosen}{extra}")
     return setup
 

@@ -20,8 +20,9 @@ def refuse_existing(path, force):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``."""
+def atomic_path(path, mode=None):
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, with permissions ``mode``
+    (default: the usual ones, 0o666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
@@ -29,7 +30,7 @@ def atomic_path(path):
     try:
         yield Path(tmp)
         # mkstemp makes 0600 and MindSpore writes checkpoints 0400: outputs get the usual permissions
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,12 +1,17 @@
-"""Shared test set-up: fast CPU kernels (fcn8s sets ONEDNN_MAX_CPU_ISA on import, before mindspore)
-and PyNative mode, which runs the small test networks without graph compilation."""
+"""Shared test set-up: MindSpore as quiet as the command line makes it, its oneDNN capped at AVX2 before
+its first kernel (what setup_device does for a run), and PyNative mode, which runs the small test
+networks without graph compilation."""
 import os
 
-import fcn8s  # noqa: F401  (must precede the first mindspore import)
-import mindspore as ms
-import numpy as np
-import pytest
+os.environ.setdefault("GLOG_v", "3")  # as fcn8s.cli.main; read when mindspore loads
 
+import mindspore as ms  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from fcn8s.models import onednn  # noqa: E402
+
+onednn.cap_mindspore_isa()
 ms.set_context(mode=ms.PYNATIVE_MODE)
 ms.set_device("CPU")
 
@@ -15,6 +20,14 @@ ms.set_device("CPU")
 def _kernel_cache(tmp_path_factory):
     """The oneDNN kernels are built once per session into a temporary cache (shared with subprocesses)."""
     os.environ["FCN8S_CACHE"] = str(tmp_path_factory.mktemp("fcn8s-cache"))
+
+
+@pytest.fixture
+def onednn_kernels():
+    """Skips the test where fcn8s's oneDNN kernels do not load (no compiler in CXX, not x86-64 Linux, ...)."""
+    usable, why = onednn.available()
+    if not usable:
+        pytest.skip(f"oneDNN kernels unavailable: {why}")
 
 
 @pytest.fixture

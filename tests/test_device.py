@@ -1,8 +1,10 @@
 import pytest
 
+from fcn8s import device
 from fcn8s.config import load_config
 from fcn8s.device import loss_scale_manager, pick_target, precision_policy, setup_device
 from fcn8s.errors import FCNError
+from fcn8s.models.onednn import cap_mindspore_isa
 
 
 def test_precision_policy_per_device():
@@ -20,13 +22,26 @@ def test_cpu_refuses_what_it_cannot_run(amp, scale, message):
         precision_policy("CPU", amp, scale)
 
 
-def test_auto_falls_back_to_cpu_here_and_named_devices_must_exist():
-    assert pick_target("auto") in ("Ascend", "GPU", "CPU")
-    assert pick_target("CPU") == "CPU"
+def test_auto_picks_the_first_device_this_host_has_and_named_devices_must_exist():
     import mindspore as ms
-    if not ms.hal.is_available("GPU"):
+
+    def present(target):
+        try:
+            return ms.hal.is_available(target)
+        except (RuntimeError, ValueError):
+            return False
+    assert pick_target("auto") == next((t for t in ("Ascend", "GPU") if present(t)), "CPU")
+    assert pick_target("CPU") == "CPU"
+    if not present("GPU"):
         with pytest.raises(FCNError, match="no GPU"):
             pick_target("GPU")
+
+
+@pytest.mark.parametrize("present, chosen", [({"Ascend", "GPU", "CPU"}, "Ascend"), ({"GPU", "CPU"}, "GPU"),
+                                             ({"Ascend"}, "Ascend"), ({"CPU"}, "CPU"), (set(), "CPU")])
+def test_auto_prefers_ascend_then_gpu_then_cpu(monkeypatch, present, chosen):
+    monkeypatch.setattr(device, "is_available", lambda target: target in present)
+    assert pick_target("auto") == chosen
 
 
 def test_setup_logs_one_line_and_builds_the_manager(capsys):
@@ -35,7 +50,7 @@ def test_setup_logs_one_line_and_builds_the_manager(capsys):
     setup = setup_device(cfg.device)
     line = capsys.readouterr().out.strip()
     assert line.startswith("[fcn8s] device CPU, pynative mode, amp O0, loss scale fixed 1024")
-    assert "ONEDNN_MAX_CPU_ISA=" in line
+    assert line.endswith(f"; {cap_mindspore_isa()}") and line.count("\n") == 0
     manager = loss_scale_manager(setup)
     assert manager.get_loss_scale() == 1024 and manager.get_drop_overflow_update() is False
     assert ms.get_context("mode") == ms.PYNATIVE_MODE

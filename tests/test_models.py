@@ -103,7 +103,9 @@ def _weighted_sum(net, weights):
     ((8, 16), 7, {"kernels": "onednn"}),
     ((16, 8), 1, {"kernels": "onednn"}),
 ])
-def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, grads, rng):
+def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, grads, rng, request):
+    if grads.get("kernels") == "onednn":
+        request.getfixturevalue("onednn_kernels")
     ms.set_context(mode=mode)
     try:
         fast = FastGradConv2d(*channels, kernel, **grads)
@@ -125,8 +127,10 @@ def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, gr
     ("fast", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d"]),
     ("onednn", ["FastGradConv2d"] * 4),
 ])
-def test_fast_and_native_models_have_the_same_loss_and_gradients(backbone_impl, conv_types, rng):
+def test_fast_and_native_models_have_the_same_loss_and_gradients(backbone_impl, conv_types, rng, request):
     """The whole network: fast conv6 and backbone gradients against nn.Conv2d everywhere, one checkpoint."""
+    if backbone_impl == "onednn":
+        request.getfixturevalue("onednn_kernels")
     fast = FCN("fcn8s", num_classes=4, width=0.125, backbone_impl=backbone_impl)
     native = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="native", backbone_impl="native")
     assert [type(c).__name__ for c in (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0])] == conv_types

@@ -1,27 +1,107 @@
-"""The oneDNN kernel library: its build, its cache, and what happens when it cannot be used.
+"""MindSpore's oneDNN ISA cap, and the oneDNN kernel library: its build, its cache, and what happens
+when it cannot be used.
 
 Its numerics (forward and both gradients, per layer and for the whole network) are tested against
 nn.Conv2d in test_models.py.
 """
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import re
 import shutil
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from fcn8s.errors import FCNError
-from fcn8s.models import fcn, onednn
+from fcn8s.models import fcn, kernel_probe, onednn
+from fcn8s.models.vgg import FAST_BLOCK_IMPLS
 
-needs_compiler = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the kernels")
+x86_64_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64",
+                                  reason="oneDNN's ISA cap and kernels are for x86-64 Linux")
 
 
-@needs_compiler
-def test_build_compiles_once_into_the_cache(tmp_path):
-    library, private_dnnl = onednn.build(tmp_path, "g++")
-    assert library.is_file() and private_dnnl.is_file()
-    assert private_dnnl.stat().st_size == onednn._mindspore_dnnl()[0].stat().st_size
+@pytest.fixture
+def compiler():
+    """The compiler the kernels are built with (CXX, default g++); skips the test where there is none."""
+    path = shutil.which(os.environ.get("CXX", "g++"))
+    if path is None:
+        pytest.skip(f"no C++ compiler {os.environ.get('CXX', 'g++')!r}")
+    return path
+
+
+@pytest.fixture
+def fresh_kernels():
+    """The kernels are loaded again (from the cache FCN8S_CACHE names then) inside the test, and again after it."""
+    onednn._kernels.cache_clear()
+    onednn.available.cache_clear()
+    yield
+    onednn._kernels.cache_clear()
+    onednn.available.cache_clear()
+
+
+def _copy_of_the_session_cache(tmp_path):
+    """A cache folder holding the session's built files (and their checksums), without compiling again."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    for path in onednn.build(onednn.cache_dir(), os.environ.get("CXX", "g++")):
+        for name in (path.name, path.name + ".sha256"):
+            shutil.copyfile(path.parent / name, cache / name)
+    return cache
+
+
+CAP_SCRIPT = r"""
+import os, subprocess, sys
+user_isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+import fcn8s
+assert os.environ.get("ONEDNN_MAX_CPU_ISA") == user_isa, "import fcn8s changed it"
+from fcn8s.config import load_config
+from fcn8s.device import setup_device
+setup_device(load_config(None, ["device.target=CPU", "device.mode=pynative"]).device)
+assert os.environ.get("ONEDNN_MAX_CPU_ISA") == user_isa, "setup_device changed it"
+import mindspore as ms, numpy as np
+from mindspore import nn
+nn.Conv2d(64, 64, 3)(ms.Tensor(np.ones((1, 64, 64, 64), np.float32))).asnumpy()
+child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('ONEDNN_MAX_CPU_ISA'))"],
+                       capture_output=True, text=True)
+print("child ONEDNN_MAX_CPU_ISA:", child.stdout.strip())
+"""
+
+
+@x86_64_linux
+@pytest.mark.parametrize("user_isa, isa_line, note", [
+    (None, "isa:Intel AVX2", "oneDNN ISA: MindSpore's capped at AVX2"),
+    ("SSE41", "isa:Intel SSE4.1", "oneDNN ISA: ONEDNN_MAX_CPU_ISA=SSE41 (set by the user)"),
+])
+def test_mindspore_oneDNN_is_capped_at_avx2_without_touching_the_environment(user_isa, isa_line, note):
+    """oneDNN's verbose output names the ISA and the convolution kernel MindSpore's own instance runs."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    env.update(ONEDNN_VERBOSE="1", **({"ONEDNN_MAX_CPU_ISA": user_isa} if user_isa else {}))
+    done = subprocess.run([sys.executable, "-c", CAP_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert any(note in line for line in lines if line.startswith("[fcn8s] device CPU")), done.stdout
+    assert f"onednn_verbose,v1,info,cpu,{isa_line}" in lines, done.stdout
+    convolutions = [line.split(",")[6] for line in lines if ",primitive,exec,cpu,convolution," in line]
+    assert convolutions and not any("ref" in c or "avx512" in c for c in convolutions), convolutions
+    assert f"child ONEDNN_MAX_CPU_ISA: {user_isa}" in lines
+
+
+def test_build_compiles_once_into_the_cache(tmp_path, compiler):
+    library, private_dnnl = onednn.build(tmp_path, compiler)
+    assert private_dnnl.read_bytes() == onednn._mindspore_dnnl().read_bytes()
+    for path in (library, private_dnnl):
+        assert (tmp_path / (path.name + ".sha256")).read_text() == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert path.stat().st_mode & 0o777 == 0o644
     stamps = library.stat().st_mtime_ns, private_dnnl.stat().st_mtime_ns
-    assert onednn.build(tmp_path, "g++") == (library, private_dnnl)
+    assert onednn.build(tmp_path, compiler) == (library, private_dnnl)
     assert (library.stat().st_mtime_ns, private_dnnl.stat().st_mtime_ns) == stamps
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([library.name, private_dnnl.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [library.name, library.name + ".sha256", private_dnnl.name, private_dnnl.name + ".sha256"])
 
 
 def test_a_missing_compiler_is_named(tmp_path):
@@ -35,7 +115,6 @@ def test_a_failed_compile_leaves_nothing_in_the_cache(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_compiler
 def test_an_unwritable_cache_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -43,17 +122,112 @@ def test_an_unwritable_cache_is_named(tmp_path):
         onednn.build(blocker, "g++")
 
 
-@needs_compiler
-def test_kernels_are_the_channels_last_ones():
+def test_the_cache_folder_is_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FCN8S_CACHE", "relative/cache")
+    assert onednn.cache_dir() == tmp_path / "relative" / "cache"
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707], ids=["group-writable", "other-writable"])
+def test_a_cache_folder_others_can_write_is_refused(tmp_path, mode):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(mode)
+    with pytest.raises(onednn.OneDNNUnavailable, match=f"{cache} is writable by other users .*refusing"):
+        onednn.build(cache, "g++")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_cache_folder_of_another_user_is_refused(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    os.chown(cache, 12345, 12345)
+    with pytest.raises(onednn.OneDNNUnavailable, match=f"{cache} is owned by uid 12345, not by this user"):
+        onednn.build(cache, "g++")
+
+
+def test_a_cached_library_others_can_write_is_refused(tmp_path, onednn_kernels):
+    cache = _copy_of_the_session_cache(tmp_path)
+    library = next(cache.glob("onednn_conv-*.so"))
+    library.chmod(0o664)
+    with pytest.raises(onednn.OneDNNUnavailable, match=f"{library} is writable by other users"):
+        onednn.build(cache, os.environ.get("CXX", "g++"))
+
+
+def test_the_compiler_version_is_part_of_the_cache_key(tmp_path):
+    fake = tmp_path / "c++"
+
+    def compiler_reporting(version):
+        fake.write_text(f"#!/bin/sh\necho '{version}'\n")
+        fake.chmod(0o755)
+        return onednn.cache_key(str(fake))
+    assert compiler_reporting("c++ 12.2.0") == compiler_reporting("c++ 12.2.0")
+    assert compiler_reporting("c++ 12.2.0") != compiler_reporting("c++ 13.1.0")
+
+
+@pytest.mark.parametrize("damaged", ["kernel library", "private libdnnl"])
+def test_a_damaged_cached_file_is_rebuilt_not_loaded(tmp_path, onednn_kernels, damaged):
+    """In a subprocess: loading a truncated library would kill the process (SIGBUS)."""
+    cache = _copy_of_the_session_cache(tmp_path)
+    path = next(cache.glob("onednn_conv-*.so" if damaged == "kernel library" else "libdnnl-*.so.3"))
+    intact = path.read_bytes()
+    path.write_bytes(intact[:len(intact) // 2])
+    done = subprocess.run([sys.executable, "-c", "from fcn8s.models import onednn; print(onednn.available())"],
+                          capture_output=True, text=True, env=dict(os.environ, FCN8S_CACHE=str(cache)), timeout=300)
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.splitlines()[-1] == "(True, '')"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == (cache / (path.name + ".sha256")).read_text()
+    assert path.stat().st_size == len(intact)
+
+
+def test_a_library_that_does_not_load_is_unavailable_and_auto_falls_back(tmp_path, monkeypatch, compiler,
+                                                                          fresh_kernels):
+    """A file dlopen refuses (built for another system, a noexec mount, ...) with a checksum that matches."""
+    library = tmp_path / f"onednn_conv-{onednn.cache_key(compiler)}.so"
+    library.write_bytes(b"not an ELF file")
+    library.chmod(0o644)
+    (tmp_path / (library.name + ".sha256")).write_text(hashlib.sha256(library.read_bytes()).hexdigest())
+    monkeypatch.setenv("FCN8S_CACHE", str(tmp_path))
+    with pytest.raises(onednn.OneDNNUnavailable, match=r"cannot load the kernel library \(.*onednn_conv-.*\.so"):
+        onednn.load()
+    impl, note = fcn.resolve_backbone_impl("auto")
+    assert impl == "fast" and note.startswith("convolutions: MindSpore's (oneDNN custom kernels not used: cannot load")
+
+
+def test_the_kernels_are_the_channels_last_ones(onednn_kernels):
     names = [onednn.kernel_name(op, 2, 64, 64, 32, 32, 3) for op in onednn.OPS]
-    assert names[0].startswith("brg_conv_fwd:") and names[1].startswith("brg_conv_bwd:"), names
-    assert "ref" not in " ".join(names) and "gemm" not in " ".join(names), names
+    assert re.match(r"(brg|jit)\w*:", names[0]), names     # brgemm or jit, at this CPU's ISA
+    assert "ref" not in " ".join(names), names
 
 
-@needs_compiler
-def test_a_shape_oneDNN_refuses_is_named():
+def test_a_shape_oneDNN_refuses_is_named(onednn_kernels):
     with pytest.raises(onednn.OneDNNUnavailable, match="memory_desc_create_with_tag"):
         onednn.kernel_name("forward", 1, -1, 8, 8, 8, 3)
+
+
+def _forward(lib, x, weight, y):
+    arrays = (x, weight, y)
+    params = (ctypes.c_void_p * 3)(*(a.ctypes.data for a in arrays))
+    shapes = [(ctypes.c_int64 * 4)(*a.shape) for a in arrays]
+    return lib.conv2d_forward(3, params, (ctypes.c_int * 3)(4, 4, 4),
+                              (ctypes.POINTER(ctypes.c_int64) * 3)(*shapes), (ctypes.c_char_p * 3)(*[b"float32"] * 3),
+                              None, None)
+
+
+@pytest.mark.parametrize("weight_shape, y_shape", [((4, 3, 3, 3), (1, 4, 5, 5)),    # weight's in channels
+                                                   ((4, 8, 3, 3), (1, 5, 5, 5)),    # y's channels
+                                                   ((4, 8, 3, 3), (1, 4, 5, 6)),    # y's size
+                                                   ((4, 8, 2, 2), (1, 4, 5, 5))])   # even kernel
+def test_the_kernels_refuse_shapes_that_disagree(onednn_kernels, weight_shape, y_shape):
+    lib = ctypes.CDLL(onednn.load())
+    lib.fcn8s_onednn_error.restype = ctypes.c_char_p
+    x = np.ones((1, 8, 5, 5), np.float32)
+    assert _forward(lib, x, np.ones((4, 8, 3, 3), np.float32), np.zeros((1, 4, 5, 5), np.float32)) == 0
+    y = np.full(y_shape, 7.0, np.float32)
+    assert _forward(lib, x, np.ones(weight_shape, np.float32), y) == 1
+    assert lib.fcn8s_onednn_error().decode().startswith(
+        f"shapes disagree: x (1, 8, 5, 5), weight {tuple(weight_shape)}, y {tuple(y_shape)}")
+    assert np.all(y == 7.0)
 
 
 def test_auto_falls_back_to_mindspore_kernels_and_says_why(monkeypatch):
@@ -65,7 +239,66 @@ def test_auto_falls_back_to_mindspore_kernels_and_says_why(monkeypatch):
     assert fcn.resolve_backbone_impl("native") == ("native", "convolutions: MindSpore's (native)")
 
 
-@needs_compiler
-def test_auto_picks_onednn_on_cpu():
-    impl, note = fcn.resolve_backbone_impl("auto")
-    assert impl == "onednn" and "brg_conv_fwd" in note
+def test_auto_picks_per_block_what_the_probe_measured_faster_and_mindspore_kernels_elsewhere():
+    usable, why = onednn.available()
+    impl, note = fcn.resolve_backbone_impl("auto", width=0.0625)
+    if not usable:
+        assert impl == "fast" and why in note
+        return
+    verdict = json.loads(kernel_probe.verdict_path(0.0625).read_text())["seconds"]
+    assert len(impl) == 5 and "oneDNN / MindSpore time per block: conv1 " in note
+    for level, block in enumerate(impl):
+        faster = verdict["onednn"][level] < verdict["mindspore"][level]
+        assert block == ("onednn" if faster else FAST_BLOCK_IMPLS[level])
+
+
+def test_the_probe_leaves_the_seeded_initialisation_alone(onednn_kernels, tmp_path, monkeypatch):
+    """The first build on a host runs the probe: the network must get the weights a cached verdict gives."""
+    import mindspore as ms
+    monkeypatch.setenv("FCN8S_CACHE", str(tmp_path))
+    weights = []
+    for _ in range(2):   # the probe runs in the first build only
+        ms.set_seed(1)
+        np.random.seed(1)
+        net = fcn.FCN("fcn8s", 4, 0.0625, backbone_impl=fcn.resolve_backbone_impl("auto", 0.0625)[0])
+        weights.append({p.name: p.asnumpy() for p in net.get_parameters()})
+    assert len(list(tmp_path.glob("kernel-probe-*.json"))) == 1
+    for name, value in weights[0].items():
+        np.testing.assert_array_equal(weights[1][name], value, err_msg=name)
+
+
+def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path, monkeypatch):
+    monkeypatch.setenv("FCN8S_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_measure(width):
+        calls.append(width)
+        return {"mindspore": [1.0, 1.0, 1.0, 1.0, 1.0], "onednn": [0.5, 0.9, 1.1, 2.0, 0.99]}
+    monkeypatch.setattr(kernel_probe, "measure", fake_measure)
+    impls, note = kernel_probe.choose_block_impls(0.5)
+    assert impls == ("onednn", "onednn", "flipped", "native", "onednn")
+    assert "conv1 0.50, conv2 0.90, conv3 1.10, conv4 2.00, conv5 0.99 (measured now" in note
+    again, note = kernel_probe.choose_block_impls(0.5)
+    assert again == impls and "(cached in " in note and calls == [0.5]
+    kernel_probe.choose_block_impls(0.25)
+    assert calls == [0.5, 0.25]
+
+
+def test_the_kernel_threads_follow_omp_num_threads_mindspore_and_msrun(monkeypatch):
+    import mindspore as ms
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert onednn.kernel_threads() == (3, "OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("MSRUN_CPU_LIST", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    runtime_num_threads = {"value": 30}
+    monkeypatch.setattr(ms, "get_context", lambda key: runtime_num_threads["value"] if key == "runtime_num_threads"
+                        else pytest.fail(key))
+    monkeypatch.setenv("MS_WORKER_NUM", "1")
+    assert onednn.kernel_threads() == (8, "8 cores")
+    monkeypatch.setenv("MS_WORKER_NUM", "4")
+    assert onednn.kernel_threads() == (2, "8 cores / 4 msrun workers")
+    monkeypatch.setenv("MSRUN_CPU_LIST", "[0, 1, 2, 3, 4, 5, 6, 7]")   # msrun --bind_core: these 8 are this worker's
+    assert onednn.kernel_threads() == (8, "8 cores")
+    runtime_num_threads["value"] = 5
+    assert onednn.kernel_threads() == (5, "MindSpore's runtime_num_threads, 8 cores")

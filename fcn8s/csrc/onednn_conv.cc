@@ -2,17 +2,18 @@
 // run by oneDNN in its fast channels-last (NHWC) kernels.
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
-// then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps oneDNN at AVX2. The same
-// oneDNN, given NHWC tensors at AVX-512, runs its brgemm kernels 1.4-2.7x faster than MindSpore's
-// capped ones (benchmarks/conv_kernels.py: 210-330 against 86-190 GFLOP/s on two cores). Each call
-// reorders its NCHW inputs to NHWC, runs the convolution and reorders the result back; the
-// reorders are memory-bound and cheap next to the convolution.
+// then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps MindSpore's oneDNN at AVX2
+// (cap_mindspore_isa in fcn8s/models/onednn.py). The same oneDNN, given NHWC tensors at AVX-512,
+// runs its brgemm kernels 1.4-2.7x faster than MindSpore's capped ones (benchmarks/conv_kernels.py:
+// 210-330 against 86-190 GFLOP/s on two cores). Each call reorders its NCHW inputs to NHWC, runs
+// the convolution and reorders the result back; the reorders are memory-bound and cheap next to the
+// convolution.
 //
 // oneDNN is the libdnnl.so.3 that MindSpore ships, loaded through dlopen from the path given to
-// fcn8s_onednn_init(). fcn8s passes a private copy of that file, so this instance's ISA can be
-// set independently of the AVX2 cap that MindSpore's own instance needs. Only the part of
-// oneDNN's v3 C API used here is declared below; the values are those of oneDNN's dnnl_types.h
-// (stable across 3.x). The scratch buffers (NHWC copies, blocked weights, oneDNN scratchpad) are
+// fcn8s_onednn_init(). fcn8s passes a private copy of that file: a separate instance, which the AVX2
+// cap of MindSpore's own instance does not reach, so it runs at the best ISA the CPU has (or at the
+// user's ONEDNN_MAX_CPU_ISA, which oneDNN reads itself). Only the part of oneDNN's v3 C API used
+// here is declared below; the values are those of oneDNN's dnnl_types.h (stable across 3.x). The scratch buffers (NHWC copies, blocked weights, oneDNN scratchpad) are
 // shared by all calls and grow to the largest layer, so they are allocated once per process.
 //
 // MindSpore AOT signature: int f(int nparam, void **params, int *ndims, int64_t **shapes,
@@ -53,7 +54,6 @@ struct Api {
     dnnl_status_t (*engine_create)(handle_t *, int, size_t);
     dnnl_status_t (*threadpool_interop_stream_create)(handle_t *, handle_t, void *);
     dnnl_status_t (*stream_wait)(handle_t);
-    dnnl_status_t (*set_max_cpu_isa)(int);
     dnnl_status_t (*memory_desc_create_with_tag)(handle_t *, int, const int64_t *, int, int);
     int (*memory_desc_equal)(handle_t, handle_t);
     size_t (*memory_desc_get_size)(handle_t);
@@ -91,11 +91,14 @@ struct ThreadpoolIface {
     virtual ~ThreadpoolIface() = default;
 };
 
+// The thread count is fcn8s_onednn_init's, given to every parallel region: omp_set_num_threads would
+// only set it for the thread that calls init, not for MindSpore's threads that run the kernels.
 struct OpenMPPool final : ThreadpoolIface {
-    int get_num_threads() const override { return omp_get_max_threads(); }
+    int threads = 1;
+    int get_num_threads() const override { return threads; }
     bool get_in_parallel() const override { return omp_in_parallel(); }
     void parallel_for(int n, const std::function<void(int, int)> &fn) override {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static)
         for (int i = 0; i < n; ++i) fn(i, n);
     }
     uint64_t get_flags() const override { return 0; }  // synchronous
@@ -291,16 +294,29 @@ bool load(void *lib, const char *name, F *fn) {
 
 // shapes[0] is x or dout, shapes[1] the weight or dout, shapes[2] the output; see the entry points.
 int run(int op, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return fail(last_error), 1;
     if (nparam != 3) return fail("expected 2 inputs and 1 output"), 1;
     for (int i = 0; i < 3; ++i) {
         if (ndims[i] != 4) return fail("expected 4-D tensors"), 1;
         if (std::strcmp(dtypes[i], "float32") != 0) return fail(std::string("float32 only, got ") + dtypes[i]), 1;
     }
-    // (n, c, h, w) of x and (o, c, k, k) of the weight, whichever of the three holds them
-    const int64_t *x = op == kBackwardData ? shapes[2] : shapes[0];
-    const int64_t *weight = op == kBackwardWeights ? shapes[2] : shapes[1];
-    std::lock_guard<std::mutex> lock(mutex);
-    if (!stream) return fail(last_error), 1;
+    // x (n, c, h, w), weight (o, c, k, k) and y (n, o, h, w), whichever of the three params holds them.
+    // Nothing upstream checks that they agree (the op's out_shape function only derives the output's), and
+    // a mismatch, such as an input with other channels than the weight, would read or write past a buffer.
+    const int64_t *x = shapes[op == kBackwardData ? 2 : 0];
+    const int64_t *weight = shapes[op == kBackwardWeights ? 2 : 1];
+    const int64_t *y = shapes[op == kForward ? 2 : op == kBackwardData ? 0 : 1];
+    bool agree = x[0] == y[0] && x[1] == weight[1] && weight[0] == y[1] && x[2] == y[2] && x[3] == y[3] &&
+                 weight[2] == weight[3] && weight[2] % 2 == 1;
+    if (!agree) {
+        auto dims = [](const int64_t *s) {
+            return "(" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) + ", " +
+                   std::to_string(s[3]) + ")";
+        };
+        return fail("shapes disagree: x " + dims(x) + ", weight " + dims(weight) + ", y " + dims(y) +
+                    " (expected x (n, c, h, w), weight (o, c, k, k) with k odd, y (n, o, h, w))"), 1;
+    }
     Plan *plan = find_plan(op, x[0], x[1], weight[0], x[2], x[3], weight[2]);
     return plan && execute(plan, params) ? 0 : 1;
 }
@@ -309,10 +325,10 @@ int run(int op, int nparam, void **params, int *ndims, int64_t **shapes, const c
 
 extern "C" {
 
-// Loads oneDNN from dnnl_path (dlopen, private to this library), sets its maximum ISA (0: oneDNN's
-// default, the best the CPU has; < 0: ONEDNN_MAX_CPU_ISA or oneDNN's default) and makes the engine and
-// stream. Returns 0, or 1 with fcn8s_onednn_error() saying why. Calling it again is a no-op.
-int fcn8s_onednn_init(const char *dnnl_path, int max_isa) {
+// Loads oneDNN from dnnl_path (dlopen, private to this library), makes the engine and a stream whose
+// parallel regions run on `threads` OpenMP threads. Returns 0, or 1 with fcn8s_onednn_error() saying
+// why. Calling it again is a no-op.
+int fcn8s_onednn_init(const char *dnnl_path, int threads) {
     std::lock_guard<std::mutex> lock(mutex);
     if (stream) return 0;
     void *lib = dlopen(dnnl_path, RTLD_NOW | RTLD_LOCAL);
@@ -320,7 +336,6 @@ int fcn8s_onednn_init(const char *dnnl_path, int max_isa) {
     bool ok = load(lib, "dnnl_engine_create", &api.engine_create) &&
               load(lib, "dnnl_threadpool_interop_stream_create", &api.threadpool_interop_stream_create) &&
               load(lib, "dnnl_stream_wait", &api.stream_wait) &&
-              load(lib, "dnnl_set_max_cpu_isa", &api.set_max_cpu_isa) &&
               load(lib, "dnnl_memory_desc_create_with_tag", &api.memory_desc_create_with_tag) &&
               load(lib, "dnnl_memory_desc_equal", &api.memory_desc_equal) &&
               load(lib, "dnnl_memory_desc_get_size", &api.memory_desc_get_size) &&
@@ -340,9 +355,8 @@ int fcn8s_onednn_init(const char *dnnl_path, int max_isa) {
               load(lib, "dnnl_primitive_create", &api.primitive_create) &&
               load(lib, "dnnl_primitive_execute", &api.primitive_execute);
     if (!ok) return 1;
-    // max_isa < 0: oneDNN reads ONEDNN_MAX_CPU_ISA itself. Setting it fails harmlessly (status != 0)
-    // if this instance has already generated code.
-    if (max_isa >= 0) api.set_max_cpu_isa(max_isa);
+    if (threads < 1) return fail("threads must be at least 1, got " + std::to_string(threads)), 1;
+    pool.threads = threads;
     handle_t new_engine;
     if (api.engine_create(&new_engine, kEngineCpu, 0) != kSuccess) return fail("cannot create a CPU engine"), 1;
     if (api.primitive_attr_create(&scratchpad_attr) != kSuccess ||

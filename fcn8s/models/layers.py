@@ -69,7 +69,7 @@ class _ConvCustomGrad(nn.Cell):
         return dx, dweight
 
 
-class _OneDNNConv(nn.Cell):
+class OneDNNConv(nn.Cell):
     """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (models/onednn.py)."""
 
     def __init__(self, kernel_size):
@@ -114,7 +114,7 @@ class FastGradConv2d(nn.Cell):
         self.kernel_size = kernel_size
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = ms.Parameter(initializer(weight_init, shape, ms.float32), name="weight")
-        self.op = (_OneDNNConv(kernel_size) if kernels == "onednn"
+        self.op = (OneDNNConv(kernel_size) if kernels == "onednn"
                    else _ConvCustomGrad(in_channels, out_channels, kernel_size, input_grad, weight_grad))
 
     def construct(self, x):

@@ -1,13 +1,17 @@
-"""Build and load the oneDNN convolution kernels (``fcn8s/csrc/onednn_conv.cc``) for MindSpore on CPU.
+"""MindSpore's oneDNN on CPU: the AVX2 cap its own kernels need, and fcn8s's oneDNN convolution kernels.
 
-The kernels are MindSpore AOT custom ops. They are compiled with the host's C++ compiler on first
-use into a cache folder (``$FCN8S_CACHE``, default ``~/.cache/fcn8s``), keyed by the source, the
-compiler and MindSpore's version, and written under a temporary name then renamed, so concurrent
-processes (msrun workers) never load a half-written file. They run on a private copy of the
-libdnnl.so.3 that MindSpore ships: a second instance of the library, whose ISA is set to the best
-the CPU has instead of the AVX2 cap that MindSpore's own instance needs (see ``fcn8s/__init__.py``).
-Everything here is CPU-only; ``available()`` says why the kernels cannot be used, and the network
-then falls back to MindSpore's kernels.
+``cap_mindspore_isa()`` caps the oneDNN instance MindSpore runs its CPU kernels on at AVX2.
+
+The kernels (``fcn8s/csrc/onednn_conv.cc``) are MindSpore AOT custom ops. They are compiled with the
+host's C++ compiler on first use into a cache folder (``$FCN8S_CACHE``, default ``~/.cache/fcn8s``),
+keyed by everything that changes the binary (``cache_key``). Each cached file is written under a
+temporary name then renamed, and its sha256 is recorded beside it afterwards, so concurrent processes
+(msrun workers) never load a half-written file, and a truncated or corrupt one (which would kill the
+process with SIGBUS when loaded) is rebuilt instead. A cache another user can write is refused: loading
+code from it would run theirs. The kernels run on a private copy of the libdnnl.so.3 that MindSpore
+ships: a second instance of the library, left at the best ISA the CPU has. Everything here is CPU-only;
+``available()`` says why the kernels cannot be used, and the network then falls back to MindSpore's
+kernels.
 """
 import ctypes
 import functools
@@ -15,64 +19,181 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, atomic_write_text
 from ..log import get_logger
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "onednn_conv.cc"
+CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-fopenmp")
 OPS = ("forward", "input_grad", "weight_grad")
-# dnnl_cpu_isa_default: the best the CPU has. ONEDNN_MAX_CPU_ISA (which fcn8s sets to AVX2 for
-# MindSpore's own NCHW kernels) does not apply to this instance: its NHWC kernels are fast on AVX-512.
-ISA_DEFAULT = 0
+ISA_AVX2 = 0x7        # dnnl_cpu_isa_avx2 in oneDNN 3.x's dnnl_types.h
+CACHE_FILE_MODE = 0o644   # whatever the umask: build() refuses cached files that others can write
 
 
 class OneDNNUnavailable(RuntimeError):
     """The kernels cannot be built or loaded here; the message says why."""
 
 
-def cache_dir():
-    return Path(os.environ.get("FCN8S_CACHE") or Path.home() / ".cache" / "fcn8s")
+def _require_x86_64_linux():
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise OneDNNUnavailable(f"x86-64 Linux only, this is {platform.system()} {platform.machine()}")
 
 
 def _mindspore_dnnl():
+    """The libdnnl.so.3 MindSpore links; loading this file gives MindSpore's own oneDNN instance."""
     import mindspore
     path = Path(mindspore.__file__).parent / "lib" / "libdnnl.so.3"
     if not path.is_file():
         raise OneDNNUnavailable(f"{path} not found (this MindSpore build has no oneDNN)")
-    return path, mindspore.__version__
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def cap_mindspore_isa():
+    """Cap MindSpore's own oneDNN at AVX2; a one-line note of what was done, for the device log line.
+
+    Why: on AVX-512 hosts MindSpore 2.10's oneDNN runs its NCHW convolutions in a reference-grade kernel
+    (under 1 GFLOP/s); capped at AVX2 it picks gemm:jit, about 100x faster. The cap is set through
+    oneDNN's API on the file MindSpore links (the dynamic linker keeps one instance per file, so this is
+    MindSpore's instance), not through ONEDNN_MAX_CPU_ISA, which PyTorch's oneDNN reads too and child
+    processes inherit. oneDNN fixes its ISA at first use, so this must run before MindSpore's first CPU
+    kernel; later calls return the first call's note. A user's own ONEDNN_MAX_CPU_ISA is left to oneDNN.
+    """
+    if "ONEDNN_MAX_CPU_ISA" in os.environ:
+        return f"oneDNN ISA: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} (set by the user)"
+    try:
+        _require_x86_64_linux()
+        dnnl = _mindspore_dnnl()
+        status = ctypes.CDLL(str(dnnl)).dnnl_set_max_cpu_isa(ISA_AVX2)
+    except (OneDNNUnavailable, OSError) as e:
+        return f"oneDNN ISA: MindSpore's left as it is ({e})"
+    if status != 0:
+        note = (f"oneDNN ISA: could not cap MindSpore's at AVX2 (status {status}; oneDNN refuses once it has run "
+                f"a kernel), so its convolutions may run the slow reference kernel")
+        get_logger().warning(note)
+        return note
+    return "oneDNN ISA: MindSpore's capped at AVX2 (fast NCHW convolutions)"
+
+
+def kernel_threads():
+    """(threads of the kernels' OpenMP pool, why): the same budget MindSpore's CPU kernels get.
+
+    OMP_NUM_THREADS wins. Otherwise MindSpore's runtime_num_threads (a value set through
+    device_context.cpu.op_tuning.threads_num cannot be read back), at most the cores this process may
+    run on, shared among msrun's workers unless msrun bound each to its own cores (MSRUN_CPU_LIST).
+    msrun exports only the worker count of all hosts (MS_WORKER_NUM), so on several hosts the share
+    is smaller than it could be; set OMP_NUM_THREADS there.
+    """
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), "OMP_NUM_THREADS"
+    import mindspore as ms
+    cores = len(os.sched_getaffinity(0))
+    workers = int(os.environ.get("MS_WORKER_NUM", "1") or 1)
+    why = f"{cores} cores"
+    if workers > 1 and "MSRUN_CPU_LIST" not in os.environ:
+        cores, why = max(1, cores // workers), f"{cores} cores / {workers} msrun workers"
+    mindspore_threads = ms.get_context("runtime_num_threads")
+    if 0 < mindspore_threads < cores:
+        return mindspore_threads, f"MindSpore's runtime_num_threads, {why}"
+    return cores, why
+
+
+def cache_dir():
+    return Path(os.environ.get("FCN8S_CACHE") or Path.home() / ".cache" / "fcn8s").resolve()
+
+
+def _cpu_flags():
+    return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+
+
+def cache_key(compiler):
+    """Hash of what the compiled library depends on: the source, MindSpore's version, the compiler (path
+    and ``--version``), the flags, and the CPU (its /proc/cpuinfo flags, so a cache shared between
+    hosts never serves a library built on another kind of CPU)."""
+    import mindspore
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    except OSError as e:
+        raise OneDNNUnavailable(f"cannot run {compiler} --version ({e.strerror or e})") from None
+    parts = (SOURCE.read_bytes(), mindspore.__version__.encode(), compiler.encode(), version.encode(),
+             " ".join(CXXFLAGS).encode(), _cpu_flags().encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _checksum_path(path):
+    return path.with_name(path.name + ".sha256")
+
+
+def _store(path, write):
+    """Write ``path`` through ``write(tmp)``, then its sha256 beside it, each atomically (checksum last)."""
+    with atomic_path(path, mode=CACHE_FILE_MODE) as tmp:
+        write(tmp)
+        digest = _sha256(tmp)
+    atomic_write_text(_checksum_path(path), digest)
+
+
+def _intact(path):
+    """True when ``path`` and its recorded sha256 agree; False when either is missing or they differ."""
+    try:
+        return _sha256(path) == _checksum_path(path).read_text().strip()
+    except FileNotFoundError:
+        return False
+
+
+def _refuse_if_others_can_write(path):
+    """Code is loaded only from a file or folder this user owns and no one else can write (as ssh does for keys)."""
+    st = path.stat()
+    if st.st_uid != os.geteuid():
+        raise OneDNNUnavailable(f"{path} is owned by uid {st.st_uid}, not by this user: refusing to load kernels "
+                                f"from it")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OneDNNUnavailable(f"{path} is writable by other users ({stat.filemode(st.st_mode)}): refusing to "
+                                f"load kernels from it (chmod go-w, or set FCN8S_CACHE)")
 
 
 def _compile(compiler, target):
     get_logger().info(f"compiling the oneDNN convolution kernels into {target} (once)")
-    with atomic_path(target) as tmp:
-        cmd = [compiler, "-O2", "-std=c++17", "-fPIC", "-shared", "-fopenmp", "-o", str(tmp), str(SOURCE), "-ldl"]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+
+    def run(tmp):
+        done = subprocess.run([compiler, *CXXFLAGS, "-o", str(tmp), str(SOURCE), "-ldl"], capture_output=True,
+                              text=True)
         if done.returncode != 0:
             raise OneDNNUnavailable(f"compiling {SOURCE} failed: {done.stderr.strip()[-400:]}")
+    _store(target, run)
 
 
 def build(cache, compiler_name):
-    """(kernel library, private copy of MindSpore's libdnnl.so.3) in ``cache``, each made only if missing."""
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        raise OneDNNUnavailable(f"x86-64 Linux only, this is {platform.system()} {platform.machine()}")
-    dnnl, ms_version = _mindspore_dnnl()
-    compiler = shutil.which(compiler_name)
-    if compiler is None:
-        raise OneDNNUnavailable(f"no C++ compiler {compiler_name!r} on PATH (set CXX to use another)")
-    key = hashlib.sha256(SOURCE.read_bytes() + f"{ms_version} {compiler}".encode()).hexdigest()[:16]
-    library = Path(cache) / f"onednn_conv-{key}.so"
-    # A copy under another name loads as a separate oneDNN instance (dlopen matches by file).
-    private_dnnl = Path(cache) / f"libdnnl-{ms_version}-{dnnl.stat().st_size}.so.3"
+    """(kernel library, private copy of MindSpore's libdnnl.so.3) in ``cache``, each checked against its
+    recorded sha256 and made again when missing or damaged."""
+    import mindspore
+    _require_x86_64_linux()
+    dnnl = _mindspore_dnnl()
+    cache = Path(cache)
     try:
-        if not library.is_file():
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _refuse_if_others_can_write(cache)
+        compiler = shutil.which(compiler_name)
+        if compiler is None:
+            raise OneDNNUnavailable(f"no C++ compiler {compiler_name!r} on PATH (set CXX to use another)")
+        library = cache / f"onednn_conv-{cache_key(compiler)}.so"
+        # A copy under another name loads as a separate oneDNN instance (the dynamic linker matches by file).
+        private_dnnl = cache / f"libdnnl-{mindspore.__version__}-{dnnl.stat().st_size}.so.3"
+        if not _intact(library):
             _compile(compiler, library)
-        if not private_dnnl.is_file():
-            with atomic_path(private_dnnl) as tmp:
-                shutil.copyfile(dnnl, tmp)
+        if not _intact(private_dnnl):
+            _store(private_dnnl, lambda tmp: shutil.copyfile(dnnl, tmp))
     except OSError as e:
         raise OneDNNUnavailable(f"cannot write the kernel cache {cache} ({e.strerror or e}; set FCN8S_CACHE)") from None
+    for path in (library, private_dnnl):
+        _refuse_if_others_can_write(path)
     return library, private_dnnl
 
 
@@ -80,10 +201,15 @@ def build(cache, compiler_name):
 def _kernels():
     """(path, ctypes handle) of the compiled kernel library, initialised; OneDNNUnavailable with the reason."""
     library, private_dnnl = build(cache_dir(), os.environ.get("CXX", "g++"))
-    lib = ctypes.CDLL(str(library))
+    threads, why = kernel_threads()
+    try:
+        lib = ctypes.CDLL(str(library))
+    except OSError as e:
+        raise OneDNNUnavailable(f"cannot load the kernel library ({e})") from None
     lib.fcn8s_onednn_error.restype = ctypes.c_char_p
-    if lib.fcn8s_onednn_init(str(private_dnnl).encode(), ISA_DEFAULT) != 0:
+    if lib.fcn8s_onednn_init(str(private_dnnl).encode(), threads) != 0:
         raise OneDNNUnavailable(lib.fcn8s_onednn_error().decode())
+    get_logger().info(f"oneDNN convolution kernels: OpenMP threads {threads} ({why})")
     return str(library), lib
 
 

@@ -4,40 +4,47 @@ from mindspore import nn
 from ..architecture import VGG16_BLOCKS, scaled
 from .layers import FastGradConv2d
 
-FLIPPED_INPUT_GRAD_BLOCKS = 3   # conv1-conv3: see layers.py for why not conv4 and conv5
+# The "fast" policy on MindSpore's kernels: conv1-conv3 take flipped-kernel input gradients, conv4 and
+# conv5 the native ones (see layers.py for why).
+FAST_BLOCK_IMPLS = ("flipped", "flipped", "flipped", "native", "native")
+
+
+def make_conv(in_channels, out_channels, kernel_size, impl, weight_init="xavier_uniform"):
+    """One convolution: nn.Conv2d for "native", FastGradConv2d (same parameters and outputs) for
+    "flipped" (input gradient as a flipped-kernel convolution) and "onednn" (oneDNN kernels for the
+    forward and both gradients)."""
+    if impl == "onednn":
+        return FastGradConv2d(in_channels, out_channels, kernel_size, kernels="onednn", weight_init=weight_init)
+    if impl == "flipped":
+        return FastGradConv2d(in_channels, out_channels, kernel_size, input_grad="flipped", weight_init=weight_init)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, weight_init=weight_init)
 
 
 def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3, impl="native"):
     """SequentialCell [Conv, BN, ReLU] * num_convs, so parameters are named ``<block>.0.weight``, ``<block>.1.gamma``...
 
-    The convolutions are nn.Conv2d for ``impl`` "native", and FastGradConv2d (same parameters and
-    outputs) for "flipped" (input gradient as a flipped-kernel convolution) and "onednn" (oneDNN
-    kernels for the forward and both gradients).
+    The convolutions are made by make_conv with ``impl``.
     """
     layers = []
     for i in range(num_convs):
-        cin = in_channels if i == 0 else out_channels
-        if impl == "onednn":
-            conv = FastGradConv2d(cin, out_channels, kernel_size, kernels="onednn")
-        elif impl == "flipped":
-            conv = FastGradConv2d(cin, out_channels, kernel_size, input_grad="flipped")
-        else:
-            conv = nn.Conv2d(cin, out_channels, kernel_size, weight_init="xavier_uniform")
+        conv = make_conv(in_channels if i == 0 else out_channels, out_channels, kernel_size, impl)
         layers += [conv, nn.BatchNorm2d(out_channels), nn.ReLU()]
     return nn.SequentialCell(layers)
 
 
-def vgg16_bn_blocks(width=1.0, in_channels=3, impl="fast"):
-    """The five blocks conv1..conv5 (pooling is separate), and the channel count of each.
+def block_impls(impl):
+    """The five blocks' convolution impls for a backbone impl: "fast" (FAST_BLOCK_IMPLS), "onednn" or
+    "native" for all, or already a per-block tuple (what ``auto`` measures, see kernel_probe)."""
+    if isinstance(impl, (tuple, list)):
+        return tuple(impl)
+    return FAST_BLOCK_IMPLS if impl == "fast" else (impl,) * len(VGG16_BLOCKS)
 
-    ``impl`` "onednn" runs every convolution in oneDNN's channels-last kernels (CPU); "fast"
-    computes the input gradients of conv1-conv3 with flipped-kernel convolutions; "native" uses
-    nn.Conv2d throughout.
-    """
+
+def vgg16_bn_blocks(width=1.0, in_channels=3, impl="fast"):
+    """The five blocks conv1..conv5 (pooling is separate), and the channel count of each; ``impl`` as block_impls."""
     blocks, channels = [], []
-    for level, (out_channels, num_convs) in enumerate(VGG16_BLOCKS):
+    for (out_channels, num_convs), block_impl in zip(VGG16_BLOCKS, block_impls(impl)):
         out_channels = scaled(out_channels, width)
-        block_impl = impl if impl != "fast" else "flipped" if level < FLIPPED_INPUT_GRAD_BLOCKS else "native"
         blocks.append(conv_bn_relu_block(in_channels, out_channels, num_convs, impl=block_impl))
         channels.append(out_channels)
         in_channels = out_channels

@@ -1,0 +1,81 @@
+"""What a measurement ran on: CPU model, cores, sgemm peak and the variables that choose kernels.
+
+CPUs differ enough to reverse which kernels are faster (a 2-core Xeon's NumPy sgemm measured about
+300 GFLOP/s, a 2-core EPYC's about 130), so every result file written by ``fcn8s bench`` or a
+script in ``benchmarks/`` carries ``host_record()``.
+"""
+import os
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+# variables that change which CPU kernels run, or on how many threads
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "OPENBLAS_CORETYPE", "KMP_AFFINITY", "OMP_WAIT_POLICY")
+SGEMM_N = 2048
+
+
+def kernel_environment():
+    """KERNEL_ENV as this process sees it: what decided its kernels, kept with its numbers."""
+    return {name: os.environ.get(name) for name in KERNEL_ENV}
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timed(call, repeat, warmup):
+    """(seconds of the first call, seconds of each of ``repeat`` calls after ``warmup`` untimed ones in all).
+
+    The first call is one of the warm-ups (it compiles graphs, builds kernels); it is timed apart.
+    """
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
+        call()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return first, times
+
+
+def sgemm_gflops():
+    """GFLOP/s of a 2048x2048 fp32 matmul in NumPy (its BLAS, all cores): the host's practical peak."""
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((SGEMM_N, SGEMM_N)).astype(np.float32)
+    return 2 * SGEMM_N ** 3 / statistics.median(timed(lambda: a @ a, 5, 2)[1]) / 1e9
+
+
+def host_record(sgemm=None):
+    """The dict every result file starts with; ``sgemm`` when the caller measured it already."""
+    from . import __version__
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        mindspore = version("mindspore")
+    except PackageNotFoundError:
+        mindspore = None
+    return {"date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "mindspore": mindspore, "fcn8s": __version__,
+            "numpy_sgemm_gflops": round(sgemm if sgemm is not None else sgemm_gflops(), 1),
+            "env": kernel_environment()}
+
+
+def peak_rss_mib():
+    """This process's peak resident memory (Linux's VmHWM), MiB.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the parent through fork and exec, so each
+    measuring subprocess would report at least the bench process's own size.
+    """
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024

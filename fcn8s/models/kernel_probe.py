@@ -1,0 +1,100 @@
+"""Which convolution kernels each VGG block should run on this host, decided by measuring them here.
+
+The oneDNN channels-last kernels were 1.4-2.7x MindSpore's on one 2-core Xeon, yet made the
+full-width network 1.3x slower on a 2-core AMD EPYC, while still winning there on the narrow demo
+network. No property known in advance predicts that, so ``model.backbone_impl: auto`` measures:
+for each of the five blocks it times one of the block's convolutions (forward, input gradient and
+weight gradient, as a train step runs them, at the block's resolution for a 2x256² input) with
+MindSpore's kernels (the ``fast`` policy) and with the oneDNN kernels, and keeps the faster. The
+verdict is cached beside the compiled library, keyed by everything that changes it (CPU model and
+flags, cores, MindSpore version, kernel source, width), so the probe runs once per host and width.
+"""
+import hashlib
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from ..architecture import VGG16_BLOCKS, scaled
+from ..fileio import atomic_write_text
+from ..log import get_logger
+from . import onednn
+
+PROBE_BATCH, PROBE_SIZE = 2, 256   # the bench's and the docs' reference step
+REPEAT = 3
+
+
+def verdict_path(width):
+    """Where the probe's measurements for ``width`` on this host are cached."""
+    return onednn.cache_dir() / f"kernel-probe-{_probe_key(width)}.json"
+
+
+def _probe_key(width):
+    import mindspore
+    parts = (onednn.SOURCE.read_bytes(), mindspore.__version__.encode(), onednn._cpu_flags().encode(),
+             platform.processor().encode(), str(os.cpu_count()).encode(), f"{width:g}".encode(),
+             str(onednn.kernel_threads()[0]).encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def _step_seconds(conv, x):
+    """Median seconds of forward + input and weight gradients of ``conv`` on ``x``, compiled as a graph
+    whatever the context's mode (as training runs it), after one warm-up call."""
+    import mindspore as ms
+    from mindspore import ops
+    weights = ms.ParameterTuple(conv.trainable_params())
+    grad = ops.GradOperation(get_all=True, get_by_list=True)
+
+    @ms.jit
+    def step(inputs):
+        return grad(conv, weights)(inputs)
+    times = []
+    for _ in range(REPEAT + 1):
+        start = time.perf_counter()
+        (dx,), (dweight,) = step(x)
+        dx.asnumpy(), dweight.asnumpy()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def measure(width):
+    """{"mindspore": [s per block], "onednn": [s per block]}: one convolution of each block, timed both ways."""
+    import mindspore as ms
+    from .vgg import FAST_BLOCK_IMPLS, make_conv
+    seconds = {"mindspore": [], "onednn": []}
+    size = PROBE_SIZE
+    rng = np.random.default_rng(0)
+    for level, (channels, _) in enumerate(VGG16_BLOCKS):
+        channels = scaled(channels, width)
+        x = ms.Tensor(rng.standard_normal((PROBE_BATCH, channels, size, size)).astype(np.float32))
+        # weights from this generator, not an initializer: the probe must not move the seeded random
+        # state that the network's own initialisation draws from next
+        weight = ms.Tensor(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.05)
+        for kernels, impl in (("mindspore", FAST_BLOCK_IMPLS[level]), ("onednn", "onednn")):
+            seconds[kernels].append(_step_seconds(make_conv(channels, channels, 3, impl, weight_init=weight), x))
+        size //= 2
+    return seconds
+
+
+def choose_block_impls(width):
+    """(per-block impls, note): "onednn" where its kernels were faster here, else the ``fast`` policy's.
+
+    Measured once per host and width (see the module docstring); later calls read the cached verdict.
+    """
+    from .vgg import FAST_BLOCK_IMPLS
+    path = verdict_path(width)
+    try:
+        seconds = json.loads(path.read_text())["seconds"]
+        how = f"cached in {path}"
+    except (OSError, ValueError, KeyError):
+        get_logger().info(f"measuring which convolution kernels are faster on this host (once, width {width:g})")
+        seconds = measure(width)
+        atomic_write_text(path, json.dumps({"width": width, "seconds": seconds}) + "\n")
+        how = f"measured now, saved to {path}"
+    impls = tuple("onednn" if fast < slow else default for fast, slow, default
+                  in zip(seconds["onednn"], seconds["mindspore"], FAST_BLOCK_IMPLS))
+    ratios = ", ".join(f"conv{i + 1} {o / m:.2f}" for i, (o, m) in enumerate(zip(seconds["onednn"],
+                                                                               seconds["mindspore"])))
+    return impls, f"oneDNN / MindSpore time per block: {ratios} ({how})"
