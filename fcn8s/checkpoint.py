@@ -17,6 +17,8 @@ OPTIMIZER_KEYS = ("learning_rate", "global_step", "momentum", "scale_sense", "cu
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "stat.")
 TRAIN_STATE_PREFIX = "train_state."
 HEAD_PREFIXES = ("score_", "upscore")
+# fc6/fc7 as convolutions: part of a backbone load when the file has them (an ImageNet import does)
+FC_PREFIXES = ("conv6.", "conv7.")
 
 
 def _is_training_key(name):
@@ -40,15 +42,22 @@ class LoadReport:
 
 
 def read_checkpoint(path):
-    """The checkpoint at ``path`` as {name: Parameter or str}; FCNError if missing or unreadable."""
+    """The checkpoint at ``path`` as {name: Parameter or str}; FCNError if missing, unreadable or corrupt.
+
+    Files written by save_checkpoint carry a CRC, checked here: a flipped byte is refused, not
+    loaded. Files without one (the published checkpoints) load as before.
+    """
     import mindspore as ms
     path = Path(path)
     if not path.is_file():
         raise FCNError(f"{path}: checkpoint not found")
     try:
-        return ms.load_checkpoint(str(path))
+        return ms.load_checkpoint(str(path), crc_check=True)
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise FCNError(f"{path}: not a readable MindSpore checkpoint ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0] if exc.args else type(exc).__name__
+        if "Failed to read the checkpoint file" in reason:   # MindSpore's words for a bad CRC or a cut file
+            reason = "truncated or corrupt"
+        raise FCNError(f"{path}: not a readable MindSpore checkpoint ({reason})") from None
 
 
 def _shape(value):
@@ -66,12 +75,14 @@ def select_weights(model_shapes, ckpt, backbone_only=False, reinit_head=False):
 
     ``model_shapes`` maps parameter names to shapes. Returns a LoadReport (``loaded`` are the names
     to load); raises FCNError naming every missing, unexpected and mis-shaped key when they do not fit.
+    ``backbone_only``: conv1..conv5, and conv6/conv7 too when ``ckpt`` has them.
     """
     report = LoadReport()
-    wanted = {n: s for n, s in model_shapes.items() if not backbone_only or n.startswith(BACKBONE_PREFIXES)}
+    backbone = BACKBONE_PREFIXES + (FC_PREFIXES if any(n.startswith(FC_PREFIXES) for n in ckpt) else ())
+    wanted = {n: s for n, s in model_shapes.items() if not backbone_only or n.startswith(backbone)}
     missing, unexpected, misshaped = [], [], []
     for name, value in ckpt.items():
-        if _is_training_key(name) or (backbone_only and not name.startswith(BACKBONE_PREFIXES)):
+        if _is_training_key(name) or (backbone_only and not name.startswith(backbone)):
             report.skipped.append(name)
         elif name not in model_shapes:
             (report.skipped if reinit_head and name.startswith(HEAD_PREFIXES) else unexpected).append(name)
@@ -101,10 +112,13 @@ def select_weights(model_shapes, ckpt, backbone_only=False, reinit_head=False):
     return report
 
 
-def load_weights(net, path, backbone_only=False, reinit_head=False):
-    """Load model weights from ``path`` into ``net`` (optimizer state ignored); returns a LoadReport."""
+def load_weights(net, path, backbone_only=False, reinit_head=False, ckpt=None):
+    """Load model weights from ``path`` into ``net`` (optimizer state ignored); returns a LoadReport.
+
+    ``ckpt``: the file's contents when the caller has already read them.
+    """
     import mindspore as ms
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
     params = {p.name: p for p in net.get_parameters()}
     try:
         report = select_weights({n: tuple(p.shape) for n, p in params.items()}, ckpt, backbone_only, reinit_head)
@@ -113,6 +127,21 @@ def load_weights(net, path, backbone_only=False, reinit_head=False):
     for name in report.loaded:
         params[name].set_data(ms.Tensor(ckpt[name].asnumpy(), dtype=params[name].dtype))
     return report
+
+
+def load_optimizer_state(optimizer, path, ckpt):
+    """Copy the momentum buffers and the step counter of a training checkpoint into ``optimizer``.
+
+    Set one by one by name: MindSpore's load_param_into_net, given the optimizer, matches the
+    network's own weights against ``moments.*`` with the prefix dropped and overwrites them.
+    """
+    import mindspore as ms
+    state = [p for p in optimizer.get_parameters() if p.name.startswith("moments.") or p.name == "global_step"]
+    missing = [p.name for p in state if p.name not in ckpt or tuple(ckpt[p.name].shape) != tuple(p.shape)]
+    if missing:
+        raise FCNError(f"{path}: optimizer state missing or mis-shaped ({_listing(missing)}); cannot resume exactly")
+    for p in state:
+        p.set_data(ms.Tensor(ckpt[p.name].asnumpy(), dtype=p.dtype))
 
 
 def training_state(ckpt):
@@ -125,9 +154,9 @@ def training_state(ckpt):
 
 
 def save_checkpoint(params, path, state=None):
-    """Write ``params`` (Parameters) and ``state`` (scalars) to ``path`` atomically."""
+    """Write ``params`` (Parameters) and ``state`` (scalars) to ``path`` atomically, with a CRC."""
     import mindspore as ms
     entries = [{"name": p.name, "data": p} for p in params]
     append = {f"{TRAIN_STATE_PREFIX}{k}": v for k, v in (state or {}).items()}
     with atomic_path(path) as tmp:
-        ms.save_checkpoint(entries, str(tmp), append_dict=append or None)
+        ms.save_checkpoint(entries, str(tmp), append_dict=append or None, crc_check=True)

@@ -41,7 +41,7 @@ def demo(output_dir="demo_out", config="demo", overrides=(), force=False):
     state = train(cfg)["state"]
     log.info("[4/5] evaluate the best checkpoint on the val split")
     ckpt = out / "run" / "best.ckpt"
-    scores = evaluate(cfg, ckpt, output=out / "eval")
+    scores = evaluate(cfg, ckpt, output=out / "eval", force=True)  # the demo re-evaluates on each re-run
     log.info(f"[5/5] segment {d.infer_images} val images")
     val_ids = (out / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     images = [str(out / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{i}.jpg") for i in val_ids[:d.infer_images]]
