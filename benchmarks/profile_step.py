@@ -2,17 +2,19 @@
 
 Two warm-up steps, then two profiled ones; prints milliseconds per step by op type, with conv6's
 ops apart and fcn8s's oneDNN custom ops as "Custom":
-    python benchmarks/profile_step.py [--batch 2 --size 256] [--out /tmp/fcn8s-profile]
+    python benchmarks/profile_step.py [--batch 2 --size 256] [--out /tmp/fcn8s-profile] [-o RESULTS.json]
 """
 import argparse
 import csv
+import json
 from pathlib import Path
 
-import fcn8s  # noqa: F401  (the AVX2 oneDNN setting, before mindspore)
 import mindspore as ms
 from mindspore.profiler import Profiler
 
-from fcn8s.bench import _model_and_step, _random_batch
+from fcn8s.bench import model_and_step, random_batch
+from fcn8s.fileio import atomic_write_text
+from fcn8s.host import host_record
 
 STEPS = 2
 
@@ -22,9 +24,10 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--out", default="/tmp/fcn8s-profile", help="profiler output folder")
+    parser.add_argument("-o", "--output", help="JSON results file")
     args = parser.parse_args()
-    _, step = _model_and_step("fcn8s", "train", 1.0, "graph", 2 * STEPS + 1)
-    images, labels = (ms.Tensor(a) for a in _random_batch(args.batch, args.size))
+    net, step = model_and_step("fcn8s", "train", 1.0, "graph", 2 * STEPS + 1)
+    images, labels = (ms.Tensor(a) for a in random_batch(args.batch, args.size))
     for _ in range(STEPS):
         step(images, labels).asnumpy()
     profiler = Profiler(output_path=args.out)
@@ -42,6 +45,11 @@ def main():
         if ms_per_step >= 1:
             print(f"{group:<32}{ms_per_step:>8.1f}")
     print(f"{'total':<32}{sum(per_op.values()):>8.1f}")
+    if args.output:
+        ranked = dict(sorted(per_op.items(), key=lambda item: -item[1]))
+        atomic_write_text(args.output, json.dumps({"host": host_record(), "batch": args.batch, "size": args.size,
+                                                   "backbone_impl": net.backbone_impl, "per_op_ms": ranked},
+                                                  indent=1) + "\n")
 
 
 if __name__ == "__main__":

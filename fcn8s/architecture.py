@@ -1,10 +1,10 @@
 """The FCN family's shape, framework-free: VGG-16 block layout, width scaling, head layers, FLOPs.
 
-Shared by the MindSpore network (models/), the PyTorch twin (benchmarks/) and the benchmark's
+Shared by the MindSpore network (models/), the PyTorch twin (torch_twin.py) and the benchmark's
 GFLOP/s figures. Importing it loads neither MindSpore nor PyTorch.
 """
 STRIDE = 32          # total downsampling: inputs are padded to a multiple of this
-ARCHS = ("fcn32s", "fcn16s", "fcn8s")
+ARCHS = ("fcn8s", "fcn16s", "fcn32s")
 # (output channels, 3x3 convolutions) of VGG-16's five blocks conv1..conv5
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 FC_CHANNELS = 4096   # conv6 (7x7) and conv7 (1x1), the paper's fc6/fc7

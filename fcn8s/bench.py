@@ -3,62 +3,78 @@
 Each measurement runs in a fresh subprocess (``python -m fcn8s.bench SPEC``) so peak RSS and
 threads are its own: our FCN ("fcn8s"), our FCN on MindSpore's own convolution kernels
 ("ms-kernels": model.backbone_impl fast instead of the oneDNN custom ops), the tutorial's
-definition ("seed"), our network with oneDNN's default ISA ("isa-default", i.e. without fcn8s's
-ONEDNN_MAX_CPU_ISA=AVX2 for MindSpore's kernels), and the
-PyTorch twin in benchmarks/torch_fcn8s.py ("torch", optional). Warm-up calls (graph compilation
-included) are excluded; the median of the timed repetitions is reported.
+definition ("seed"), our network with oneDNN's default ISA ("isa-default": ONEDNN_MAX_CPU_ISA=ALL,
+which fcn8s leaves to oneDNN instead of capping MindSpore's at AVX2), and the PyTorch twin
+(``python -m fcn8s.torch_twin``; needs PyTorch, which fcn8s does not install) in NCHW ("torch") and in
+channels_last memory ("torch-channels-last", what a PyTorch user tuning for CPU would try). The PyTorch rows run as a
+user runs PyTorch: in this process's environment (importing fcn8s changes none of it), with torch
+imported first, after a check that the twin gives our logits. Warm-up calls (graph compilation
+included) are excluded; the median of the timed repetitions is reported. Each model row is a ``Row``.
 """
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from .architecture import fcn_forward_gflop
 from .errors import FCNError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, refuse_existing
+from .host import host_record, kernel_environment, peak_rss_mib, timed
 from .log import get_logger
 
 NUM_CLASSES = 21
-MODEL_IMPLS = ("fcn8s", "ms-kernels", "seed", "isa-default", "torch", "onnxruntime")
+MODEL_IMPLS = ("fcn8s", "ms-kernels", "seed", "isa-default", "torch", "torch-channels-last", "onnxruntime")
 INFER_ONLY = ("onnxruntime",)
-TORCH_TWIN = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_fcn8s.py"
+TORCH_IMPLS = ("torch", "torch-channels-last")
+# run as a module (`python -m`), so an installed fcn8s finds it as well as a checkout
+TORCH_TWIN = "fcn8s.torch_twin"
+# the largest |twin logit - our logit| accepted, as a fraction of our largest |logit|
+TWIN_TOLERANCE = 1e-3
 
 
-def _peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@dataclass
+class Row:
+    """One entry of the JSON file's "models" list: the request, then what its subprocess measured.
+
+    A request that was not measured is written as its request fields and ``error`` (one line) only.
+    """
+    kind: str             # "model"
+    impl: str             # one of MODEL_IMPLS
+    what: str             # train | infer
+    batch: int
+    size: int             # square input side, pixels
+    width: float          # model.width
+    repeat: int           # timed calls, of which median_s is the median
+    warmup: int           # untimed calls before them
+    mode: str             # MindSpore's execution mode, graph | pynative (PyTorch and onnxruntime run eagerly)
+    framework: str        # mindspore | torch | onnxruntime
+    version: str          # of that framework
+    times_s: list         # seconds of each timed call
+    median_s: float
+    peak_rss_mib: float   # of the measuring process
+    gflop: float          # convolution GFLOP of one call (a train step counts 3x the forward)
+    threads: int          # intra-op threads of the framework
+    env: dict             # KERNEL_ENV name -> value, or None where unset, as the measuring process saw it
+    first_call_s: float = None   # the first call (graph compilation, kernel set-up), timed apart
+    backbone_impl: str = None    # our MindSpore network: its backbone convolutions, onednn | fast
+    mindspore_isa: str = None    # MindSpore: how its oneDNN's ISA was set (models.onednn.cap_mindspore_isa)
+    torch: dict = None           # PyTorch: mkldnn_available, mkldnn_enabled, parallel_backend, cpu_capability
+    #                              (ATen's), onednn_isa and onednn_convolutions (oneDNN's, from one forward)
 
 
-def _timed(call, repeat, warmup):
-    """(seconds of the first call, timed seconds of ``repeat`` calls after ``warmup`` untimed ones)."""
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    for _ in range(max(warmup - 1, 0)):
-        call()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return first, times
-
-
-def _model_and_step(impl, what, width, mode, steps):
-    """(net, train-step cell or None) built as ``fcn8s train`` builds them."""
+def model_and_step(impl, what, width, mode, steps):
+    """(net, train-step cell or None) built as ``fcn8s train`` builds them, initial weights (runtime.load_model)."""
     from .config import load_config
     from .device import setup_device
-    from .models import build_model
     from .models.tutorial import TutorialFCN8s
+    from .runtime import load_model
     from .schedule import lr_per_step
     from .train import build_train_step
     overrides = [("model.width", width), ("device.target", "CPU"), ("device.mode", mode)]
@@ -66,7 +82,7 @@ def _model_and_step(impl, what, width, mode, steps):
         overrides.append(("model.backbone_impl", "fast"))
     cfg = load_config(None, overrides)
     setup = setup_device(cfg.device, announce=False)
-    net = TutorialFCN8s(NUM_CLASSES) if impl == "seed" else build_model(cfg.model)
+    net = TutorialFCN8s(NUM_CLASSES) if impl == "seed" else load_model(cfg, announce=False).net
     if what != "train":
         net.set_train(False)
         return net, None
@@ -80,7 +96,8 @@ def _forever(iterator):
         yield from iterator
 
 
-def _random_batch(batch, size):
+def random_batch(batch, size):
+    """(images, labels) of one train batch: standard-normal images, random classes with 5% void (255)."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     labels = rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.int32)
@@ -91,16 +108,18 @@ def _random_batch(batch, size):
 def measure_model(spec):
     """One train or infer measurement of a MindSpore network, as a result dict."""
     import mindspore as ms
+    from .models.onednn import cap_mindspore_isa
     what, batch, size = spec["what"], spec["batch"], spec["size"]
-    net, step_fn = _model_and_step(spec["impl"], what, spec["width"], spec["mode"],
+    net, step_fn = model_and_step(spec["impl"], what, spec["width"], spec["mode"],
                                    spec["repeat"] + spec["warmup"] + 1)
-    images, labels = (ms.Tensor(a) for a in _random_batch(batch, size))
+    images, labels = (ms.Tensor(a) for a in random_batch(batch, size))
     call = (lambda: step_fn(images, labels).asnumpy()) if step_fn else (lambda: net(images).asnumpy())
-    first, times = _timed(call, spec["repeat"], spec["warmup"])
+    first, times = timed(call, spec["repeat"], spec["warmup"])
     gflop = fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], batch, size, size) * (3 if what == "train" else 1)
     return {**spec, "framework": "mindspore", "version": ms.__version__, "first_call_s": first, "times_s": times,
-            "median_s": statistics.median(times), "peak_rss_mib": _peak_rss_mib(), "gflop": gflop,
-            "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "backbone_impl": getattr(net, "backbone_impl", None)}
+            "median_s": statistics.median(times), "peak_rss_mib": peak_rss_mib(), "gflop": gflop,
+            "threads": ms.get_context("runtime_num_threads"), "env": kernel_environment(),
+            "backbone_impl": getattr(net, "backbone_impl", None), "mindspore_isa": cap_mindspore_isa()}
 
 
 def measure_onnxruntime(spec):
@@ -110,18 +129,19 @@ def measure_onnxruntime(spec):
     """
     import onnxruntime
     from .onnx_graph import build_onnx_model
-    net, _ = _model_and_step("fcn8s", "infer", spec["width"], spec["mode"], 1)
-    images, _ = _random_batch(spec["batch"], spec["size"])
+    net, _ = model_and_step("fcn8s", "infer", spec["width"], spec["mode"], 1)
+    images, _ = random_batch(spec["batch"], spec["size"])
     model = build_onnx_model(net.parameters_dict(), "fcn8s", NUM_CLASSES).SerializeToString()
     del net
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    first, times = _timed(lambda: session.run(None, {"images": images}), spec["repeat"], spec["warmup"])
+    first, times = timed(lambda: session.run(None, {"images": images}), spec["repeat"], spec["warmup"])
     return {**spec, "framework": "onnxruntime", "version": onnxruntime.__version__, "first_call_s": first,
-            "times_s": times, "median_s": statistics.median(times), "peak_rss_mib": _peak_rss_mib(),
+            "times_s": times, "median_s": statistics.median(times), "peak_rss_mib": peak_rss_mib(),
             "gflop": fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], spec["batch"], spec["size"],
-                                       spec["size"])}
+                                       spec["size"]),
+            "threads": options.intra_op_num_threads, "env": kernel_environment()}
 
 
 def measure_data(spec):
@@ -147,16 +167,16 @@ def measure_data(spec):
     while images < spec["images"]:
         images += next(iterator)[0].shape[0]
     result = {**spec, "framework": "mindspore", "images_per_s": images / (time.perf_counter() - start),
-              "peak_rss_mib": _peak_rss_mib()}
+              "peak_rss_mib": peak_rss_mib()}
     if spec.get("step_batch"):
         # the same train step fed by fixed tensors, then by the pipeline (crop = step size)
-        net, step_fn = _model_and_step("fcn8s", "train", spec["width"], "graph", 2 * spec["repeat"] + 4)
+        net, step_fn = model_and_step("fcn8s", "train", spec["width"], "graph", 2 * spec["repeat"] + 4)
         cfg = load_config("voc", [("data.train", spec["data"]), ("data.num_workers", spec["workers"]),
                                   ("data.crop_size", spec["step_size"])])
-        fixed = [ms.Tensor(a) for a in _random_batch(spec["step_batch"], spec["step_size"])]
-        _, synthetic = _timed(lambda: step_fn(*fixed).asnumpy(), spec["repeat"], 1)
+        fixed = [ms.Tensor(a) for a in random_batch(spec["step_batch"], spec["step_size"])]
+        _, synthetic = timed(lambda: step_fn(*fixed).asnumpy(), spec["repeat"], 1)
         batches = _forever(create_train_dataset(cfg.data, spec["step_batch"]).create_tuple_iterator())
-        _, fed = _timed(lambda: step_fn(*next(batches)).asnumpy(), spec["repeat"], 1)
+        _, fed = timed(lambda: step_fn(*next(batches)).asnumpy(), spec["repeat"], 1)
         result.update(step_synthetic_s=statistics.median(synthetic), step_pipeline_s=statistics.median(fed))
     return result
 
@@ -164,45 +184,96 @@ def measure_data(spec):
 def matmul_peak():
     """GFLOP/s of a 2048x2048 fp32 matmul in numpy and in MindSpore on this machine (median of 5)."""
     import mindspore as ms
+    from .models.onednn import cap_mindspore_isa
+    cap_mindspore_isa()   # as fcn8s runs MindSpore: its oneDNN fixes its ISA at first use
     n = 2048
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     ta = ms.Tensor(a)
     peaks = {}
     for name, call in (("numpy", lambda: a @ a), ("mindspore", lambda: ms.ops.matmul(ta, ta).asnumpy())):
-        _, times = _timed(call, 5, 2)
+        _, times = timed(call, 5, 2)
         peaks[name] = 2 * n ** 3 / statistics.median(times) / 1e9
     return peaks
 
 
-def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _user_environment():
+    """The environment for a measuring subprocess: os.environ, not the C environment it would inherit.
+
+    Importing MindSpore setenv()s OMP_NUM_THREADS=1 in the C environment (os.environ does not see it);
+    a child inheriting that would run its OpenMP kernels, PyTorch's and ours, on one thread.
+    """
+    return dict(os.environ)
 
 
-def _run_worker(spec, env_overrides=None):
-    """Run one measurement in a fresh interpreter; its JSON line as a dict, or {"error": ...}."""
-    env = dict(os.environ, **(env_overrides or {}))
-    if spec["impl"] == "torch":
-        if not TORCH_TWIN.is_file():
-            return {**spec, "error": f"{TORCH_TWIN} not found (a source checkout is needed)"}
-        args = [sys.executable, str(TORCH_TWIN), "--what", spec["what"], "--batch", str(spec["batch"]), "--size",
-                str(spec["size"]), "--width", str(spec["width"]), "--repeat", str(spec["repeat"]), "--warmup",
-                str(spec["warmup"])]
+def _twin_command(impl, width):
+    """The PyTorch twin's command line for ``impl`` at ``width``; the caller appends the rest."""
+    return ([sys.executable, "-m", TORCH_TWIN, "--width", str(width)]
+            + (["--channels-last"] if impl == "torch-channels-last" else []))
+
+
+def _failure(proc):
+    """Why a subprocess failed, in one line: its last stderr line, or that PyTorch is missing."""
+    if "No module named 'torch'" in proc.stderr:
+        return "PyTorch is not installed (pip install torch==2.13.0)"
+    return (proc.stderr.strip().splitlines() or ["no output"])[-1]
+
+
+def twin_mismatch(impl, width, checkpoint, images, expected):
+    """Why the PyTorch twin of ``impl``, loaded with ``checkpoint``, does not give ``expected`` on ``images``.
+
+    None when it does: within TWIN_TOLERANCE of our largest logit. ``expected`` are our network's
+    logits for the same checkpoint; the PyTorch numbers only compare with ours if this holds.
+    """
+    with tempfile.TemporaryDirectory(prefix="fcn8s-twin-") as tmp:
+        images_path, logits_path = Path(tmp) / "images.npy", Path(tmp) / "logits.npy"
+        np.save(images_path, images)
+        proc = subprocess.run(_twin_command(impl, width) + ["--check", str(checkpoint), "--check-input",
+                                                            str(images_path), "--check-output", str(logits_path)],
+                              capture_output=True, text=True, env=_user_environment())
+        if proc.returncode != 0:
+            return f"the PyTorch twin's check failed: {_failure(proc)}"
+        logits = np.load(logits_path)
+    difference, scale = np.abs(logits - expected).max(), np.abs(expected).max()
+    if difference > TWIN_TOLERANCE * scale:
+        return (f"the PyTorch twin's logits differ from ours by up to {difference:.3g} (largest logit {scale:.3g}) "
+                f"on the same checkpoint; not timed")
+    return None
+
+
+def _check_torch_twins(impls, width):
+    """{impl: twin_mismatch} for our network at ``width`` (PyNative, seeded) on one 64x64 image.
+
+    It sets MindSpore's device, which must come before this process's first MindSpore kernel.
+    """
+    import mindspore as ms
+    from .checkpoint import save_checkpoint
+    ms.set_seed(0)
+    net, _ = model_and_step("fcn8s", "infer", width, "pynative", 1)
+    images = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    expected = net(ms.Tensor(images)).asnumpy()
+    with tempfile.TemporaryDirectory(prefix="fcn8s-twin-") as tmp:
+        checkpoint = Path(tmp) / "fcn8s.ckpt"
+        save_checkpoint(net.get_parameters(), checkpoint)
+        return {impl: twin_mismatch(impl, width, checkpoint, images, expected) for impl in impls}
+
+
+def _run_worker(spec):
+    """Run one measurement in a fresh interpreter: a Row (as a dict), a data row, or the request and its error."""
+    if spec["impl"] in TORCH_IMPLS:
+        args = _twin_command(spec["impl"], spec["width"]) + [
+            "--what", spec["what"], "--batch", str(spec["batch"]), "--size", str(spec["size"]),
+            "--repeat", str(spec["repeat"]), "--warmup", str(spec["warmup"])]
     else:
         args = [sys.executable, "-m", "fcn8s.bench", json.dumps(spec)]
+    env = _user_environment()
+    if spec["impl"] == "isa-default":
+        env["ONEDNN_MAX_CPU_ISA"] = "ALL"
     proc = subprocess.run(args, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        if "No module named 'torch'" in proc.stderr:
-            tail = "PyTorch is not installed (pip install torch==2.13.0)"
-        return {**spec, "error": tail}
-    return {**spec, **json.loads(lines[-1])}
+        return {**spec, "error": _failure(proc)}
+    result = {**spec, **json.loads(lines[-1])}
+    return asdict(Row(**result)) if spec["kind"] == "model" else result
 
 
 def _synthetic_mindrecord(folder):
@@ -216,18 +287,20 @@ def _synthetic_mindrecord(folder):
 
 def _format_model_rows(rows, peaks):
     peak = max(peaks.values())
-    lines = [f"{'what':<6}{'impl':<13}{'batch x size':>13}{'median s':>10}{'GFLOP/s':>9}{'% peak':>8}"
+    lines = [f"{'what':<6}{'impl':<20}{'batch x size':>13}{'median s':>10}{'GFLOP/s':>9}{'% peak':>8}"
              f"{'peak RSS MiB':>14}  notes"]
     for r in rows:
         shape = f"{r['batch']}x{r['size']}"
         if "error" in r:
-            lines.append(f"{r['what']:<6}{r['impl']:<13}{shape:>13}  skipped: {r['error']}")
+            lines.append(f"{r['what']:<6}{r['impl']:<20}{shape:>13}  skipped: {r['error']}")
             continue
         rate = r["gflop"] / r["median_s"]
-        note = f"first call {r['first_call_s']:.1f} s" if "first_call_s" in r else ""
-        if r.get("backbone_impl"):
+        note = f"first call {r['first_call_s']:.1f} s" if r["first_call_s"] is not None else ""
+        if r["backbone_impl"]:
             note += f", backbone convolutions {r['backbone_impl']}"
-        lines.append(f"{r['what']:<6}{r['impl']:<13}{shape:>13}{r['median_s']:>10.3f}{rate:>9.1f}"
+        if r["torch"]:
+            note += "oneDNN convolutions " + (", ".join(r["torch"]["onednn_convolutions"]) or "none")
+        lines.append(f"{r['what']:<6}{r['impl']:<20}{shape:>13}{r['median_s']:>10.3f}{rate:>9.1f}"
                      f"{100 * rate / peak:>7.0f}%{r['peak_rss_mib']:>14.0f}  {note}")
     return lines
 
@@ -240,8 +313,16 @@ def _ratios(rows):
         if impl == "fcn8s" or not ours:
             continue
         lines.append(f"{what} {batch}x{size}: fcn8s time = {ours['median_s'] / r['median_s']:.2f} x {impl}"
-                     f"; fcn8s peak RSS = {ours['peak_rss_mib'] / r['peak_rss_mib']:.2f} x {impl}")
+                     f"; fcn8s peak RSS = {ours['peak_rss_mib'] / r['peak_rss_mib']:.2f} x {impl}"
+                     + (_pytorch_note(r) if impl in TORCH_IMPLS else ""))
     return lines
+
+
+def _pytorch_note(row):
+    """How a PyTorch row ran: PyTorch's defaults, but for kernel variables the user set, on how many threads."""
+    user_set = " ".join(f"{name}={value}" for name, value in row["env"].items() if value is not None)
+    return (f" ({row['impl']} ran in PyTorch's default environment{' with ' + user_set if user_set else ''}, "
+            f"{row['threads']} threads)")
 
 
 def bench(args):
@@ -259,18 +340,28 @@ def bench(args):
         raise FCNError(f"--compare seed: the tutorial's network is full width; use --width 1 (not {args.width:g})")
     if min(args.batch, args.size, args.repeat) < 1 or args.warmup < 0:
         raise FCNError("--batch, --size and --repeat must be positive, --warmup >= 0")
+    refuse_existing(args.output, args.force)   # before minutes of measuring, not after
+    model_whats = [w for w in whats if w != "data"]
+    torch_impls = [c for c in compares if c in TORCH_IMPLS] if model_whats else []
+    twin_errors = {}
+    if torch_impls:   # before matmul_peak: see _check_torch_twins
+        log.info(f"checking that the PyTorch twin ({', '.join(torch_impls)}) gives our logits ...")
+        twin_errors = _check_torch_twins(torch_impls, args.width)
     peaks = matmul_peak()
     log.info("matmul peak (2048x2048 fp32): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     rows = []
-    for what in (w for w in whats if w != "data"):
+    for what in model_whats:
         for impl in ("fcn8s", *compares):
             spec = {"kind": "model", "impl": impl, "what": what, "batch": args.batch, "size": args.size,
                     "width": args.width, "repeat": args.repeat, "warmup": args.warmup, "mode": args.mode}
             if what == "train" and impl in INFER_ONLY:
                 rows.append({**spec, "error": f"{impl} is compared for inference only"})
                 continue
+            if twin_errors.get(impl):
+                rows.append({**spec, "error": twin_errors[impl]})
+                continue
             log.info(f"measuring {what} {impl} {args.batch}x{args.size} ...")
-            rows.append(_run_worker(spec, {"ONEDNN_MAX_CPU_ISA": "ALL"} if impl == "isa-default" else None))
+            rows.append(_run_worker(spec))
     lines = _format_model_rows(rows, peaks) + [""] + _ratios(rows)
     data_rows = []
     if "data" in whats:
@@ -292,10 +383,7 @@ def bench(args):
                 lines.append(f"train step {args.batch}x{args.size}: {r['step_synthetic_s']:.3f} s on fixed tensors, "
                              f"{r['step_pipeline_s']:.3f} s fed by the pipeline ({r['workers']} workers)")
     print("\n".join(lines))
-    import mindspore as ms
-    machine = {"date": date.today().isoformat(), "cpu": _cpu_name(), "cores": os.cpu_count(),
-               "python": platform.python_version(), "mindspore": ms.__version__, "fcn8s": __version__,
-               "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "matmul_peak_gflops": peaks}
+    machine = {**host_record(sgemm=peaks["numpy"]), "matmul_peak_gflops": peaks}
     atomic_write_text(args.output, json.dumps({"machine": machine, "models": rows, "data": data_rows},
                                               indent=1) + "\n")
     log.info(f"wrote {args.output}")

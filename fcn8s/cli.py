@@ -4,21 +4,45 @@ A user mistake (FCNError) prints ``fcn8s: error: ...`` and exits 2; ``--debug`` 
 Jobs are imported only when run, so ``fcn8s --help`` does not load MindSpore.
 """
 import argparse
+import os
 import sys
 
 from . import __version__
+from .config import CONFIG_DIR, KEYS, load_config
 from .errors import FCNError
+
+SHIPPED_CONFIGS = ", ".join(sorted(path.stem for path in CONFIG_DIR.glob("*.yaml")))
+
+
+def _key_flag(parser, name, **extra):
+    """Add config key ``name``'s own flag; its name, type, choices and help come from the key's declaration.
+
+    The flag stores under the key's name (``args`` attribute ``device.target``), so build_config finds
+    every such flag that was given; ``extra`` adds argparse options (``--resume``'s bare form).
+    """
+    key = KEYS[name]
+    options = {"dest": name, "default": None, "help": f"{name}: {key.help}"}
+    if key.type is bool:
+        options["action"] = "store_true"
+    else:
+        options["type"] = key.item_type or key.type
+        if key.item_type:
+            options["nargs"] = "+"
+        if key.choices:
+            options["choices"] = key.choices
+        else:
+            options["metavar"] = key.flag.lstrip("-").upper().replace("-", "_")
+    parser.add_argument(key.flag, **{**options, **extra})
 
 
 def _config_options(parser, config_default=None):
     parser.add_argument("--config", "-c", default=config_default,
-                        help="YAML config (a path, or a name from configs/ such as voc)"
+                        help=f"YAML config: a path, or the name of a shipped one ({SHIPPED_CONFIGS})"
                              + (f"; default {config_default}" if config_default else ""))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.lr=0.01 (repeatable)")
-    parser.add_argument("--device", choices=("auto", "Ascend", "GPU", "CPU"),
-                        help="device.target: auto tries Ascend, then GPU, then CPU")
-    parser.add_argument("--mode", choices=("graph", "pynative"), help="device.mode")
+    _key_flag(parser, "device.target")
+    _key_flag(parser, "device.mode")
 
 
 def _ckpt_options(parser, required=True, onnx=False):
@@ -34,12 +58,13 @@ def get_args_parser():
 
     p = sub.add_parser("train", help="train a model from a config")
     _config_options(p, "voc")
-    p.add_argument("--output-dir", help="train.output_dir: where checkpoints, logs and plots go")
-    p.add_argument("--resume", nargs="?", const="auto", metavar="CKPT",
-                   help="continue from CKPT, or from the run's last.ckpt when no path is given")
-    p.add_argument("--pretrained", help="backbone checkpoint (fcn8s_vgg16_pretrain.ckpt format)")
-    p.add_argument("--init", help="full model checkpoint to start from")
-    p.add_argument("--num-classes", type=int, help="model.num_classes; with --init re-initialises the head")
+    _key_flag(p, "train.output_dir")
+    _key_flag(p, "train.resume", nargs="?", const="auto", metavar="CKPT")
+    _key_flag(p, "train.pretrained", metavar="CKPT")
+    _key_flag(p, "train.init", metavar="CKPT")
+    _key_flag(p, "model.num_classes")
+    p.add_argument("--force", action="store_true",
+                   help="start a new run in an output folder that holds an earlier one (its files are removed)")
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: PA, MPA, mIoU, FWIoU and per-class IoU")
     _config_options(p, "voc")
@@ -48,19 +73,18 @@ def get_args_parser():
     source.add_argument("--data", help="MindRecord file to evaluate (default: data.val of the config)")
     source.add_argument("--voc-root", help="VOC root (VOCdevkit/VOC2012 or a folder containing it)")
     p.add_argument("--split", default="val", help="image-set list with --voc-root (default val)")
-    p.add_argument("--scales", type=float, nargs="+", help="eval.scales: test-time scales, e.g. 0.75 1 1.25")
-    p.add_argument("--flip", action="store_true", default=None, help="eval.flip: add horizontally flipped logits")
-    p.add_argument("--window", type=int, help="eval.window: sliding-window size in pixels")
-    p.add_argument("--stride", type=int, help="eval.stride: sliding-window stride")
+    for name in ("eval.scales", "eval.flip", "eval.window", "eval.stride"):
+        _key_flag(p, name)
     p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--force", action="store_true", help="overwrite an earlier metrics.json and confusion matrix")
 
     p = sub.add_parser("infer", help="segment images: index PNG, colour mask and overlay for each")
     _config_options(p, "voc")
     _ckpt_options(p, onnx=True)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--output", "-o", default="infer_out", help="output folder (default infer_out)")
-    p.add_argument("--alpha", type=float, help="infer.alpha: overlay opacity of the mask")
+    _key_flag(p, "infer.alpha")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
     p = sub.add_parser("export", help="export a checkpoint to MINDIR (or ONNX, checked with onnxruntime)")
@@ -98,13 +122,19 @@ def get_args_parser():
     p.add_argument("--no-extract", action="store_true", help="keep archives packed")
     p.add_argument("--list", action="store_true", help="list known resources and exit")
 
+    p = sub.add_parser("import-weights",
+                       help="convert an ImageNet vgg16_bn of torchvision (.pth) or timm (.safetensors) to a backbone")
+    p.add_argument("src", help="torchvision vgg16_bn state dict (vgg16_bn-6c64b313.pth) or timm model.safetensors")
+    p.add_argument("--output", "-o", required=True, help="MindSpore checkpoint to write, for --pretrained")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
     p = sub.add_parser("check-data", help="check a VOC root or MindRecord file for problems")
     p.add_argument("path", help="VOC root (VOCdevkit/VOC2012 or a folder containing it) or a .mindrecord file")
     p.add_argument("--num-classes", type=int, default=21)
 
     p = sub.add_parser("demo", help="synthetic data -> convert -> train -> eval -> infer, in one command")
     p.add_argument("--output-dir", default="demo_out", help="everything the demo makes goes here")
-    p.add_argument("--config", "-c", default="demo", help="training config (default configs/demo.yaml)")
+    p.add_argument("--config", "-c", default="demo", help="training config (default demo, the shipped demo.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--force", action="store_true", help="start over, replacing an earlier demo output")
 
@@ -114,34 +144,26 @@ def get_args_parser():
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--width", type=float, default=1.0, help="model.width of the measured network")
     p.add_argument("--compare", default="",
-                   help="comma list of torch, ms-kernels (our network on MindSpore's convolution kernels), "
+                   help="comma list of torch, torch-channels-last (the PyTorch twin in NCHW / channels_last "
+                        "memory), ms-kernels (our network on MindSpore's convolution kernels), "
                         "seed (the tutorial's definition), isa-default (oneDNN's own kernel choice), "
                         "onnxruntime (our ONNX export; inference only)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions (median reported)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--mode", choices=("graph", "pynative"), default="graph")
+    p.add_argument("--mode", choices=KEYS["device.mode"].choices, default=KEYS["device.mode"].default,
+                   help="MindSpore execution mode of the measured network")
     p.add_argument("--data", help="MindRecord for the data benchmark (default: a synthetic one is made)")
     p.add_argument("--output", "-o", default="bench.json", help="JSON results file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing results file")
     return parser
 
 
 def build_config(args):
-    """The validated config for a job: YAML (--config), then --set, then the dedicated flags."""
-    from .config import load_config
-    overrides = list(args.overrides)
-    flag_keys = {
-        "device": "device.target", "mode": "device.mode", "output_dir": "train.output_dir",
-        "resume": "train.resume", "pretrained": "train.pretrained", "init": "train.init",
-        "num_classes": "model.num_classes", "scales": "eval.scales", "flip": "eval.flip",
-        "window": "eval.window", "stride": "eval.stride", "alpha": "infer.alpha",
-    }
-    for attr, key in flag_keys.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            overrides.append((key, list(value) if isinstance(value, (list, tuple)) else value))
-    if getattr(args, "num_classes", None) is not None and getattr(args, "init", None):
-        overrides.append(("train.reinit_head", True))
-    return load_config(args.config, overrides)
+    """The validated config for a job: YAML (--config), then --set, then the keys' own flags (see _key_flag)."""
+    flags = [(name, value) for name, value in vars(args).items() if name in KEYS and value is not None]
+    if getattr(args, "model.num_classes", None) is not None and getattr(args, "train.init", None):
+        flags.append(("train.reinit_head", True))
+    return load_config(args.config, list(args.overrides) + flags)
 
 
 def _run(args):
@@ -149,11 +171,11 @@ def _run(args):
     cfg = build_config(args) if command in ("train", "eval", "infer", "export") else None
     if command == "train":
         from .train import train
-        return train(cfg)
+        return train(cfg, force=args.force)
     if command == "eval":
         from .evaluate import evaluate
         return evaluate(cfg, args.ckpt, data=args.data, voc_root=args.voc_root, split=args.split,
-                        output=args.output, limit=args.limit)
+                        output=args.output, limit=args.limit, force=args.force)
     if command == "infer":
         from .infer import infer
         return infer(cfg, args.ckpt, args.inputs, args.output, force=args.force)
@@ -173,6 +195,9 @@ def _run(args):
     if command == "download":
         from .data.download import download_resources
         return download_resources(args.names, args.cache_dir, extract=not args.no_extract, list_only=args.list)
+    if command == "import-weights":
+        from .weights_import import import_weights_file
+        return import_weights_file(args.src, args.output, force=args.force)
     if command == "check-data":
         from .data.check import check_data
         return check_data(args.path, num_classes=args.num_classes)
@@ -186,6 +211,11 @@ def _run(args):
 
 
 def main(argv=None):
+    # MindSpore's INFO/WARNING chatter (missing Ascend libraries on CPU hosts, ...) buries our one-line
+    # logs; errors still print, and GLOG_v=1 or 2 in the environment brings it back. MindSpore reads it
+    # when it loads, so it is set here, before any job imports MindSpore, for this program and the
+    # processes it starts (msrun workers, data loaders), not by `import fcn8s`.
+    os.environ.setdefault("GLOG_v", "3")
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.command is None:

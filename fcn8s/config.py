@@ -1,125 +1,134 @@
 """Configuration: built-in defaults < YAML files (with ``_base_`` inheritance) < command-line overrides.
 
-This module is the one place defaults live. Every key is typed by its default (or by
-``NULLABLE`` when the default is ``null``); unknown keys and wrong types are errors that
-name the key, the value and what was expected.
+Every key is declared once, in ``KEYS``: its default, type, allowed values and help. DEFAULTS,
+validation and the command line's dedicated flags (``--device``, ``--num-classes``, ...) are all
+derived from that table; unknown keys and wrong types are errors that name the key, the value and
+what was expected.
 """
 import copy
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .architecture import ARCHS
+from .data.voc import default_class_names
 from .errors import FCNError
 from .fileio import atomic_write_text
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)
 
-DEFAULTS = {
-    "model": {
-        "arch": "fcn8s",            # fcn8s | fcn16s | fcn32s
-        "num_classes": 21,
-        "width": 1.0,               # channel multiplier; 1.0 is the paper's VGG16 (conv6 = 4096)
-        "deconv_init": "bilinear",  # bilinear (FCN paper) | xavier (the MindSpore tutorial)
-        "conv6_impl": "fast",       # fast (matmul weight gradient) | native (nn.Conv2d)
-        "backbone_impl": "auto",    # auto (onednn on CPU where it builds, else fast) | onednn (oneDNN channels-last
-                                    # kernels, CPU) | fast (conv1-conv3: flipped-kernel input gradient) | native
-    },
-    "data": {
-        "train": "data/voc/mindrecord/train.mindrecord",
-        "val": "data/voc/mindrecord/val.mindrecord",
-        "crop_size": 512,
-        "min_scale": 0.5,
-        "max_scale": 2.0,
-        "flip": True,
-        "ignore_label": 255,
-        "mean": [103.53, 116.28, 123.675],  # BGR, as cv2 decodes
-        "std": [57.375, 57.120, 58.395],
-        "num_workers": 2,
-        "shuffle": True,
-        "class_names": None,       # null: the VOC names when num_classes is 21, else class_<i>
-    },
-    "train": {
-        "batch_size": 4,
-        "epochs": 100,
-        "lr": 0.05,
-        "min_lr": 0.0,
-        "lr_schedule": "cosine",   # cosine | poly | constant
-        "poly_power": 0.9,
-        "warmup_epochs": 0.0,
-        "momentum": 0.9,
-        "weight_decay": 1.0e-4,
-        "pretrained": None,        # backbone checkpoint (fcn8s_vgg16_pretrain.ckpt format)
-        "init": None,              # full model checkpoint to start from
-        "reinit_head": False,      # with init: re-initialise score/upscore layers whose shape differs
-        "resume": None,            # "auto" (the run's last.ckpt if any) or a checkpoint path
-        "output_dir": "runs/voc",
-        "eval_interval": 1,        # epochs between validations; 0 disables
-        "save_interval": 1,        # epochs between periodic checkpoints
-        "keep_checkpoint_max": 5,
-        "log_interval": 10,        # steps between log lines
-        "seed": 1,
-    },
-    "device": {
-        "target": "auto",          # auto (Ascend, then GPU, then CPU) | Ascend | GPU | CPU
-        "mode": "graph",           # graph | pynative
-        "amp_level": "auto",       # auto | O0 | O1 | O2 | O3
-        "loss_scale": "auto",      # auto | none | fixed | dynamic
-        "loss_scale_value": 1024.0,
-    },
-    "eval": {
-        "canvas": 512,             # images are padded to canvas x canvas (one compiled shape)
-        "scales": [1.0],
-        "flip": False,
-        "window": None,            # sliding-window size; null = whole image
-        "stride": None,
-    },
-    "infer": {
-        "alpha": 0.5,
-        "legend": True,
-    },
-    "demo": {                      # the synthetic dataset `fcn8s demo` makes
-        "num_train": 240,
-        "num_val": 60,
-        "image_size": [160, 160],
-        "seed": 0,
-        "infer_images": 4,
-    },
-}
+@dataclass(frozen=True)
+class Key:
+    """One config key: ``section.name``, default, help, and what values it takes.
 
-NULLABLE = {
-    "data.class_names": list,
-    "train.pretrained": str,
-    "train.init": str,
-    "train.resume": str,
-    "eval.window": int,
-    "eval.stride": int,
-}
+    ``type`` is the default's type; a key whose default is null is nullable and names its type.
+    A list key's items must be of its default's first item's type (floats for ``data.mean``).
+    ``flag`` is the key's own command-line option (``--device``), if it has one.
+    """
+    name: str
+    default: object
+    help: str
+    type: object = None
+    choices: tuple = ()
+    positive: bool = False
+    flag: str = None
 
-CHOICES = {
-    "model.arch": ("fcn8s", "fcn16s", "fcn32s"),
-    "model.deconv_init": ("bilinear", "xavier"),
-    "model.conv6_impl": ("fast", "native"),
-    "model.backbone_impl": ("auto", "onednn", "fast", "native"),
-    "train.lr_schedule": ("cosine", "poly", "constant"),
-    "device.target": ("auto", "Ascend", "GPU", "CPU"),
-    "device.mode": ("graph", "pynative"),
-    "device.amp_level": ("auto", "O0", "O1", "O2", "O3"),
-    "device.loss_scale": ("auto", "none", "fixed", "dynamic"),
-}
+    def __post_init__(self):
+        if self.type is None:
+            object.__setattr__(self, "type", type(self.default))
 
-POSITIVE = (
-    "model.num_classes", "model.width", "data.crop_size", "data.num_workers", "data.min_scale", "data.max_scale",
-    "train.batch_size", "train.epochs", "train.lr", "train.log_interval", "train.save_interval",
-    "train.keep_checkpoint_max", "device.loss_scale_value", "eval.canvas", "infer.alpha",
-    "demo.num_train", "demo.num_val", "demo.infer_images",
-)
+    @property
+    def nullable(self):
+        return self.default is None
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+    @property
+    def item_type(self):
+        return type(self.default[0]) if isinstance(self.default, list) and self.default else None
+
+
+KEYS = {key.name: key for key in (
+    Key("model.arch", "fcn8s", "the head: skips from pool3 and pool4 (fcn8s), pool4 (fcn16s) or none (fcn32s)",
+        choices=ARCHS),
+    Key("model.num_classes", 21, "classes, background included; with --init, --num-classes also sets "
+        "train.reinit_head", positive=True, flag="--num-classes"),
+    Key("model.width", 1.0, "channel multiplier; 1.0 is the paper's VGG-16 (conv6 4096 wide)", positive=True),
+    Key("model.deconv_init", "bilinear", "transposed-convolution init: bilinear (the FCN paper) or xavier "
+        "(the MindSpore tutorial)", choices=("bilinear", "xavier")),
+    Key("model.conv6_impl", "fast", "conv6: fast (matmul weight gradient) or native (nn.Conv2d)",
+        choices=("fast", "native")),
+    Key("model.backbone_impl", "auto", "backbone convolutions: auto (onednn on CPU where it builds, else fast), "
+        "onednn (oneDNN channels-last kernels, CPU), fast (conv1-conv3 flipped-kernel input gradients) or native",
+        choices=("auto", "onednn", "fast", "native")),
+    Key("data.train", "data/voc/mindrecord/train.mindrecord", "training MindRecord file"),
+    Key("data.val", "data/voc/mindrecord/val.mindrecord", "validation MindRecord file"),
+    Key("data.crop_size", 512, "training crop side in pixels", positive=True),
+    Key("data.min_scale", 0.5, "smallest random training scale", positive=True),
+    Key("data.max_scale", 2.0, "largest random training scale", positive=True),
+    Key("data.flip", True, "random horizontal flips in training"),
+    Key("data.ignore_label", 255, "label value no loss or metric counts (VOC's void)"),
+    Key("data.mean", [103.53, 116.28, 123.675], "per-channel mean, BGR as cv2 decodes"),
+    Key("data.std", [57.375, 57.120, 58.395], "per-channel standard deviation, BGR"),
+    Key("data.num_workers", 2, "data pipeline threads", positive=True),
+    Key("data.shuffle", True, "shuffle the training set every epoch"),
+    Key("data.class_names", None, "class names; null: the VOC names when model.num_classes is 21, else class_<i>",
+        type=list),
+    Key("train.batch_size", 4, "images per step on each device", positive=True),
+    Key("train.epochs", 100, "training epochs", positive=True),
+    Key("train.lr", 0.05, "peak learning rate", positive=True),
+    Key("train.min_lr", 0.0, "learning rate at the end of the cosine or poly schedule"),
+    Key("train.lr_schedule", "cosine", "per-step learning-rate schedule", choices=("cosine", "poly", "constant")),
+    Key("train.poly_power", 0.9, "exponent of the poly schedule"),
+    Key("train.warmup_epochs", 0.0, "linear warm-up, in epochs"),
+    Key("train.momentum", 0.9, "SGD momentum"),
+    Key("train.weight_decay", 1.0e-4, "L2 weight decay"),
+    Key("train.pretrained", None,
+        "backbone: fcn8s_vgg16_pretrain.ckpt, an import-weights output, or a torchvision/timm vgg16_bn file",
+        type=str, flag="--pretrained"),
+    Key("train.init", None, "full model checkpoint to start from", type=str, flag="--init"),
+    Key("train.reinit_head", False, "with train.init: re-initialise the score/upscore layers whose shape differs"),
+    Key("train.resume", None, "checkpoint to continue from, or auto: the run's last.ckpt (a bare --resume)",
+        type=str, flag="--resume"),
+    Key("train.output_dir", "runs/voc", "where checkpoints, logs and plots go", flag="--output-dir"),
+    Key("train.eval_interval", 1, "epochs between validations; 0 disables them"),
+    Key("train.save_interval", 1, "epochs between periodic checkpoints", positive=True),
+    Key("train.keep_checkpoint_max", 5, "periodic checkpoints kept", positive=True),
+    Key("train.log_interval", 10, "steps between log lines", positive=True),
+    Key("train.seed", 1, "seed of the weights, the data order and the augmentation"),
+    Key("device.target", "auto", "auto tries Ascend, then GPU, then CPU", choices=("auto", "Ascend", "GPU", "CPU"),
+        flag="--device"),
+    Key("device.mode", "graph", "MindSpore execution mode", choices=("graph", "pynative"), flag="--mode"),
+    Key("device.amp_level", "auto", "mixed precision; auto: O2 on Ascend/GPU, O0 (fp32) on CPU",
+        choices=("auto", "O0", "O1", "O2", "O3")),
+    Key("device.loss_scale", "auto", "loss scaling; auto: dynamic on Ascend/GPU, none on CPU",
+        choices=("auto", "none", "fixed", "dynamic")),
+    Key("device.loss_scale_value", 1024.0, "the fixed loss scale, or the dynamic one's start", positive=True),
+    Key("eval.canvas", 512, "images are padded to canvas x canvas: one compiled shape", positive=True),
+    Key("eval.scales", [1.0], "test-time scales, e.g. 0.75 1 1.25", flag="--scales"),
+    Key("eval.flip", False, "add the logits of the horizontally flipped image", flag="--flip"),
+    Key("eval.window", None, "sliding-window size in pixels; null: the whole image", type=int, flag="--window"),
+    Key("eval.stride", None, "sliding-window stride in pixels", type=int, flag="--stride"),
+    Key("infer.alpha", 0.5, "opacity of the mask in the overlay", positive=True, flag="--alpha"),
+    Key("infer.legend", True, "draw a legend of the classes present on the overlay"),
+    Key("demo.num_train", 240, "synthetic training images `fcn8s demo` makes", positive=True),
+    Key("demo.num_val", 60, "synthetic validation images", positive=True),
+    Key("demo.image_size", [160, 160], "largest synthetic image (H, W)"),
+    Key("demo.seed", 0, "seed of the synthetic dataset"),
+    Key("demo.infer_images", 4, "validation images the demo segments", positive=True),
+)}
+
+
+def _defaults():
+    tree = {}
+    for key in KEYS.values():
+        section, name = key.name.split(".", 1)
+        tree.setdefault(section, {})[name] = copy.deepcopy(key.default)
+    return tree
+
+
+DEFAULTS = _defaults()
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 class Config(dict):
@@ -139,20 +148,8 @@ def _to_config(tree):
     return Config({k: _to_config(v) if isinstance(v, dict) else v for k, v in tree.items()})
 
 
-def _flatten(tree, prefix=""):
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, dotted + ".")
-        else:
-            yield dotted, value
-
-
-LEAF_KEYS = dict(_flatten(DEFAULTS))
-
-
 def resolve_config_path(name):
-    """A path as given, or a bare name (``voc``, ``demo.yaml``) looked up in the shipped configs/."""
+    """A path as given, or a bare name (``voc``, ``demo.yaml``) looked up in the configs shipped in the package."""
     path = Path(name)
     if path.is_file():
         return path
@@ -223,44 +220,50 @@ def parse_override(text):
 
 
 def _unknown_key(key, source):
-    close = difflib.get_close_matches(key, list(LEAF_KEYS) + list(DEFAULTS), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, list(KEYS) + list(DEFAULTS), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return FCNError(f"{source}: unknown key '{key}'{hint}")
 
 
-def _check_value(key, value, source):
-    """Return ``value`` converted to the key's type, or raise FCNError naming key, value and type."""
-    default = LEAF_KEYS[key]
-    expected = NULLABLE.get(key, type(default))
-    if value is None:
-        if key in NULLABLE:
-            return None
-        raise FCNError(f"{source}: {key} may not be null (expected {expected.__name__})")
+def _as_type(value, expected):
+    """``value`` as an ``expected`` (ints and numeric strings become floats), or None where it is not one."""
     if expected is float and isinstance(value, str):
         try:  # PyYAML reads 1e-4 (no dot) as a string
             value = float(value)
         except ValueError:
-            pass
+            return None
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
-    if ok and expected is list and isinstance(default, list):
-        if default and all(isinstance(d, float) for d in default):
-            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            value = [float(v) for v in value] if ok else value
-    if not ok:
-        raise FCNError(f"{source}: {key} = {value!r} is not a {expected.__name__}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise FCNError(f"{source}: {key} = {value!r}; choose one of {', '.join(CHOICES[key])}")
-    if key in POSITIVE and value <= 0:
-        raise FCNError(f"{source}: {key} = {value!r} must be positive")
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        return None
     return value
+
+
+def _check_value(name, value, source):
+    """Return ``value`` converted to the key's type, or raise FCNError naming key, value and type."""
+    key = KEYS[name]
+    if value is None:
+        if key.nullable:
+            return None
+        raise FCNError(f"{source}: {name} may not be null (expected {key.type.__name__})")
+    checked = _as_type(value, key.type)
+    if checked is None:
+        raise FCNError(f"{source}: {name} = {value!r} is not a {key.type.__name__}")
+    if key.item_type is not None:
+        checked = [_as_type(item, key.item_type) for item in value]
+        if None in checked:
+            raise FCNError(f"{source}: {name} = {value!r} is not a list of {key.item_type.__name__}")
+    if key.choices and checked not in key.choices:
+        raise FCNError(f"{source}: {name} = {checked!r}; choose one of {', '.join(key.choices)}")
+    if key.positive and checked <= 0:
+        raise FCNError(f"{source}: {name} = {checked!r} must be positive")
+    return checked
 
 
 def _apply(tree, updates, source):
     """Validate each (dotted key, value) of ``updates`` and write it into ``tree``."""
     for key, value in updates:
-        if key not in LEAF_KEYS:
+        if key not in KEYS:
             raise _unknown_key(key, source)
         section, name = key.split(".", 1)
         tree[section][name] = _check_value(key, value, source)
@@ -305,12 +308,9 @@ def load_config(path=None, overrides=()):
 
 
 def class_names(cfg):
+    """data.class_names, or the default names for model.num_classes."""
     names = cfg.data.class_names
-    if names is not None:
-        return list(names)
-    if cfg.model.num_classes == len(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return [f"class_{i}" for i in range(cfg.model.num_classes)]
+    return list(names) if names is not None else default_class_names(cfg.model.num_classes)
 
 
 def dump_config(cfg):

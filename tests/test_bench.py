@@ -1,12 +1,25 @@
 import json
+import os
+import subprocess
+import sys
 
+import numpy as np
+import pytest
+
+from fcn8s import bench
+from fcn8s.bench import Row
+from fcn8s.host import KERNEL_ENV, kernel_environment, peak_rss_mib
 from fcn8s.cli import main
+from fcn8s.models import onednn
 
 
-def test_bench_measures_and_writes_json(tmp_path, capsys):
+def test_bench_measures_and_writes_json(tmp_path, capsys, monkeypatch):
+    mismatch = "the PyTorch twin's logits differ from ours"
+    monkeypatch.setattr(bench, "twin_mismatch", lambda *args: mismatch)   # a twin that fails its check
     out = tmp_path / "bench.json"
     code = main(["bench", "--what", "train,infer", "--batch", "1", "--size", "32", "--width", "0.0625",
-                 "--repeat", "1", "--warmup", "1", "--mode", "pynative", "--compare", "onnxruntime,ms-kernels", "-o", str(out)])
+                 "--repeat", "1", "--warmup", "1", "--mode", "pynative", "--compare", "onnxruntime,ms-kernels,torch",
+                 "-o", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     assert "train fcn8s" in table and "infer fcn8s" in table
@@ -16,18 +29,54 @@ def test_bench_measures_and_writes_json(tmp_path, capsys):
     for what in ("train", "infer"):
         assert "error" not in rows[what], rows[what]
         assert rows[what]["median_s"] > 0 and rows[what]["peak_rss_mib"] > 100
-        assert rows[what]["onednn_isa"] == "AVX2"
-        assert rows[what]["backbone_impl"] == "onednn"
+        assert rows[what]["env"] == kernel_environment() and rows[what]["threads"] >= 1
+        # auto: a per-block choice (models/kernel_probe.py) where the oneDNN kernels load
+        assert len(rows[what]["backbone_impl"]) == 5 if onednn.available()[0] else rows[what]["backbone_impl"] == "fast"
     assert {r["backbone_impl"] for r in report["models"] if r["impl"] == "ms-kernels"} == {"fast"}
     assert rows["train"]["gflop"] == 3 * rows["infer"]["gflop"]
     onnx_rows = {r["what"]: r for r in report["models"] if r["impl"] == "onnxruntime"}
     assert "inference only" in onnx_rows["train"]["error"]
     assert onnx_rows["infer"]["median_s"] > 0 and onnx_rows["infer"]["framework"] == "onnxruntime"
     assert "infer onnxruntime" in table
+    assert [r["error"] for r in report["models"] if r["impl"] == "torch"] == [mismatch, mismatch]
+    assert f"skipped: {mismatch}" in table
+    assert all(set(r) == set(Row.__dataclass_fields__) for r in report["models"] if "error" not in r)
+    assert set(report["machine"]["env"]) == set(KERNEL_ENV)
 
 
-def test_bench_rejects_bad_requests(capsys):
+def test_pytorch_rows_run_in_the_users_environment(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    for name in KERNEL_ENV:   # the user set no ISA cap, thread count or affinity
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--what", "infer", "--batch", "1", "--size", "64", "--width", "0.125", "--repeat", "1",
+                 "--warmup", "0", "--mode", "pynative", "--compare", "torch-channels-last", "-o", str(out)]) == 0
+    table = capsys.readouterr().out
+    row = next(r for r in json.loads(out.read_text())["models"] if r["impl"] == "torch-channels-last")
+    assert "error" not in row, row
+    assert row["env"] == dict.fromkeys(KERNEL_ENV) and row["threads"] == os.cpu_count()
+    assert row["torch"]["mkldnn_enabled"] and row["torch"]["onednn_convolutions"]
+    if row["torch"]["cpu_capability"] == "AVX512":    # an AVX-512 CPU: oneDNN uses it unless capped
+        assert "AVX-512" in row["torch"]["onednn_isa"]
+    assert f"(torch-channels-last ran in PyTorch's default environment, {os.cpu_count()} threads)" in table
+
+
+def test_peak_rss_is_the_measuring_process_own():
+    ballast = np.ones(2 ** 29 // 8)    # 512 MiB resident here, which ru_maxrss would pass on to the child
+    assert peak_rss_mib() > 512
+    child = subprocess.run([sys.executable, "-c", "from fcn8s.bench import peak_rss_mib; print(peak_rss_mib())"],
+                           capture_output=True, text=True, check=True)
+    del ballast
+    assert float(child.stdout) < 256
+
+
+def test_bench_rejects_bad_requests(capsys, tmp_path):
     assert main(["bench", "--what", "speed"]) == 2
     assert main(["bench", "--compare", "seed", "--width", "0.5"]) == 2
+    earlier = tmp_path / "bench.json"
+    earlier.write_text("{}")
+    assert main(["bench", "-o", str(earlier)]) == 2
     err = capsys.readouterr().err
     assert "--what speed: choose from train, infer, data" in err and "use --width 1" in err
+    assert f"fcn8s: error: {earlier}: already exists (use --force to overwrite)" in err
+    assert earlier.read_text() == "{}"

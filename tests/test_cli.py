@@ -5,6 +5,7 @@ import pytest
 
 from fcn8s import __version__
 from fcn8s.cli import get_args_parser, main
+from fcn8s.config import KEYS
 
 COMMANDS = ("train", "eval", "infer", "export", "convert", "synth", "download", "check-data", "demo", "bench")
 
@@ -56,3 +57,27 @@ def test_flags_map_to_config_keys():
     assert (cfg.device.target, cfg.device.mode, cfg.train.resume, cfg.train.init) == ("CPU", "pynative", "auto",
                                                                                         "a.ckpt")
     assert cfg.model.num_classes == 5 and cfg.train.reinit_head is True and cfg.train.lr == 0.5
+    args = get_args_parser().parse_args(["eval", "--ckpt", "m.ckpt", "--scales", "0.5", "1", "--flip", "--window",
+                                         "64", "--stride", "32"])
+    cfg = build_config(args)
+    assert (cfg.eval.scales, cfg.eval.flip, cfg.eval.window, cfg.eval.stride) == ([0.5, 1.0], True, 64, 32)
+    assert build_config(get_args_parser().parse_args(["infer", "x.jpg", "--ckpt", "m.ckpt"])).eval.flip is False
+    assert build_config(get_args_parser().parse_args(["infer", "x.jpg", "--ckpt", "m.ckpt", "--alpha", "0.25"])
+                        ).infer.alpha == 0.25
+
+
+def test_every_declared_flag_is_offered_with_its_choices_and_help(capsys):
+    helps = ""
+    for command in ("train", "eval", "infer"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        helps += " ".join(capsys.readouterr().out.split())   # argparse wraps lines: compare word runs
+    for key in (k for k in KEYS.values() if k.flag):
+        assert key.flag in helps and f"{key.name}: {' '.join(key.help.split())}" in helps
+        if key.choices:
+            assert f"{key.flag} {{{','.join(key.choices)}}}" in helps
+
+
+def test_a_bad_flag_value_is_checked_as_its_key():
+    proc = run_cli("train", "--num-classes", "0")
+    assert proc.returncode == 2 and proc.stderr.strip() == "fcn8s: error: --set: model.num_classes = 0 must be positive"

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fcn8s.config import CONFIG_DIR, DEFAULTS, class_names, dump_config, load_config
+import fcn8s
+from fcn8s.config import CONFIG_DIR, DEFAULTS, KEYS, class_names, dump_config, load_config
 from fcn8s.errors import FCNError
 
 
@@ -22,6 +23,20 @@ def test_defaults_without_a_file():
 def test_every_shipped_config_loads(name):
     cfg = load_config(CONFIG_DIR / name)
     assert cfg.model.num_classes >= 2
+
+
+def test_configs_ship_in_the_package_and_the_checkout_path_still_works():
+    assert CONFIG_DIR == Path(fcn8s.__file__).resolve().parent / "configs"
+    checkout = Path(__file__).resolve().parent.parent / "configs" / "voc.yaml"
+    assert load_config(checkout).to_dict() == load_config("voc").to_dict()
+
+
+@pytest.mark.parametrize("key", KEYS.values(), ids=list(KEYS))
+def test_every_declared_default_passes_its_own_checks(key):
+    cfg = load_config(None, [(key.name, key.default)])
+    section, name = key.name.split(".", 1)
+    assert cfg[section][name] == key.default == DEFAULTS[section][name]
+    assert key.help and key.type is not type(None)   # a null default must name its type
 
 
 def test_voc_recipe_is_the_tutorials():
@@ -44,8 +59,9 @@ def test_base_inheritance_and_override_order(tmp_path):
 
 def test_override_values_are_typed():
     cfg = load_config(None, ["train.weight_decay=1e-4", "data.mean=[1, 2, 3]", "train.resume=null",
-                             "eval.flip=true", "model.width=1"])
+                             "eval.flip=true", "model.width=1", "eval.scales=[1, 2]"])
     assert cfg.train.weight_decay == pytest.approx(1e-4) and isinstance(cfg.train.weight_decay, float)
+    assert cfg.eval.scales == [1.0, 2.0] and all(isinstance(s, float) for s in cfg.eval.scales)
     assert cfg.data.mean == [1.0, 2.0, 3.0] and cfg.eval.flip is True and cfg.model.width == 1.0
 
 
@@ -64,6 +80,9 @@ def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     ("train.lr=null", "train.lr may not be null"),
     ("lr", "expected KEY=VALUE"),
     ("data.mean=[1, 2]", "data.mean needs 3 values"),
+    ("data.mean=[1, 2, x]", "data.mean = [1, 2, 'x'] is not a list of float"),
+    ("demo.image_size=[160, 1.5]", "demo.image_size = [160, 1.5] is not a list of int"),
+    ("eval.window=1.5", "eval.window = 1.5 is not a int"),
     ("data.min_scale=3", "data.min_scale (3.0) is above data.max_scale (2.0)"),
 ])
 def test_bad_overrides_name_key_value_and_expectation(override, message):
@@ -98,4 +117,4 @@ def test_dump_round_trips(tmp_path):
 def test_class_names():
     assert class_names(load_config())[15] == "person"
     assert class_names(load_config(None, ["model.num_classes=3"])) == ["class_0", "class_1", "class_2"]
-    assert Path(CONFIG_DIR / "voc.yaml").is_file()
+    assert class_names(load_config(None, ["model.num_classes=2", "data.class_names=[sky, sea]"])) == ["sky", "sea"]

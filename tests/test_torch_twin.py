@@ -1,32 +1,27 @@
-"""The PyTorch twin in benchmarks/torch_fcn8s.py: same logits as our FCN for the same checkpoint, and a
+"""The PyTorch twin fcn8s/torch_twin.py: same logits as our FCN for the same checkpoint, and a
 FLOP count that agrees with one taken from the layers as they run. Skipped where torch is not installed."""
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 import numpy as np  # noqa: E402
-import mindspore as ms  # noqa: E402  (fcn8s is imported first by conftest)
+import mindspore as ms  # noqa: E402
 
+from fcn8s.bench import twin_mismatch  # noqa: E402
+from fcn8s.host import KERNEL_ENV  # noqa: E402
 from fcn8s.checkpoint import save_checkpoint  # noqa: E402
+from fcn8s import torch_twin as twin  # noqa: E402
 from fcn8s.models import FCN  # noqa: E402
 
-TWIN_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_fcn8s.py"
 
-
-def _load_twin():
-    spec = importlib.util.spec_from_file_location("torch_fcn8s", TWIN_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-twin = _load_twin()
+def test_fcn8s_imports_torch_only_where_the_twin_runs():
+    proc = subprocess.run([sys.executable, "-c", "import sys, fcn8s.bench, fcn8s.cli, fcn8s.models\n"
+                           "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("arch, height, width", [
@@ -54,6 +49,20 @@ def test_checkpoint_of_another_arch_is_refused(tmp_path):
     save_checkpoint(FCN("fcn32s", num_classes=5, width=0.125).get_parameters(), path)
     with pytest.raises(ValueError, match="upscore2.weight"):
         twin.load_mindspore_checkpoint(twin.TorchFCN("fcn8s", 5, 0.125), path)
+
+
+def test_bench_check_catches_a_perturbed_checkpoint(tmp_path, rng):
+    net = FCN("fcn8s", num_classes=21, width=0.125)
+    net.set_train(False)
+    images = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    expected = net(ms.Tensor(images)).asnumpy()
+    path = tmp_path / "fcn8s.ckpt"
+    save_checkpoint(net.get_parameters(), path)
+    assert twin_mismatch("torch-channels-last", 0.125, path, images, expected) is None
+    last = net.upscore8.weight
+    last.set_data(last * 1.01)   # every logit 1% off: ten times the tolerance
+    save_checkpoint(net.get_parameters(), path)
+    assert "logits differ from ours" in twin_mismatch("torch", 0.125, path, images, expected)
 
 
 def _hooked_gflop(model, x):
@@ -95,12 +104,13 @@ def test_gflop_counts_the_padded_input_and_the_batch():
 
 def test_cli_prints_one_json_line():
     run = subprocess.run(
-        [sys.executable, str(TWIN_PATH), "--what", "train", "--batch", "1", "--size", "64", "--width", "0.125",
+        [sys.executable, "-m", "fcn8s.torch_twin", "--what", "train", "--batch", "1", "--size", "64", "--width", "0.125",
          "--repeat", "2", "--warmup", "1", "--threads", "1"],
         capture_output=True, text=True, check=True, timeout=300)
     lines = run.stdout.splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert result["framework"] == "torch" and result["what"] == "train" and result["threads"] == 1
+    assert set(result["env"]) == set(KERNEL_ENV) and result["torch"]["onednn_convolutions"]   # verbose kept off stdout
     assert len(result["times_s"]) == 2 and result["median_s"] > 0 and result["peak_rss_mib"] > 0
     assert result["gflop"] == pytest.approx(3 * twin.fcn_forward_gflop("fcn8s", 21, 0.125, 1, 64, 64))

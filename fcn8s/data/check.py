@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..config import VOC_CLASSES
 from ..errors import FCNError
 from .mindrecord import resolve_mindrecord
-from .voc import BadSample, Sample, check_image, check_label_values, find_voc_root, load_sample, read_id_list, \
-    read_label
+from .voc import BadSample, Sample, check_image, check_label_values, default_class_names, find_voc_root, load_sample, \
+    read_id_list, read_label
 
 
 class Findings:
@@ -95,8 +94,7 @@ def _report(findings):
     lines = [f"{'split':<12}{'images':>8}{'bad':>6}"]
     lines += [f"{split:<12}{n:>8}{findings.bad[split]:>6}" for split, n in findings.counts.items()]
     total = findings.pixels.sum()
-    names = VOC_CLASSES if findings.num_classes == len(VOC_CLASSES) else [f"class_{i}"
-                                                                          for i in range(findings.num_classes)]
+    names = default_class_names(findings.num_classes)
     lines += ["", f"{'class':<16}{'pixels':>12}{'share':>8}{'images':>8}"]
     for c in list(range(findings.num_classes)) + [255]:
         name = names[c] if c < findings.num_classes else "void (255)"

@@ -13,6 +13,18 @@ from PIL import Image
 from ..errors import FCNError
 
 VOC_SUBDIRS = ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation")
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+def default_class_names(num_classes):
+    """The VOC names for 21 classes, else ``class_0`` .. ``class_<n-1>``: names for a dataset that gives none."""
+    if num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class_{i}" for i in range(num_classes)]
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,20 @@
 """FCN-8s/16s/32s in PyTorch with exactly fcn8s.models.FCN's layers and parameter names (optional extra).
 
-`fcn8s bench --compare torch` runs this file in a fresh subprocess, so that neither framework's
-threads or memory colour the other's numbers:
+`fcn8s bench --compare torch,torch-channels-last` runs this module in a fresh subprocess, so that
+neither framework's threads or memory colour the other's numbers:
 
-    python benchmarks/torch_fcn8s.py --what train|infer --batch 2 --size 256 [--width 1.0]
-        [--repeat 5] [--warmup 2] [--threads N]
+    python -m fcn8s.torch_twin --what train|infer --batch 2 --size 256 [--width 1.0]
+        [--repeat 5] [--warmup 2] [--threads N] [--channels-last]
 
-and reads the one JSON line it prints on stdout (logs go to stderr). PyTorch is not a
-dependency of fcn8s: install it by hand (`pip install torch==2.13.0`) to use this file. It imports only
-fcn8s.architecture (no MindSpore) unless asked to load a MindSpore checkpoint, so the peak RSS it
-reports is PyTorch's alone.
+and reads the one JSON line it prints on stdout (logs go to stderr). Before timing, the bench checks
+that this twin gives our logits: ``--check CKPT --check-input NPY --check-output NPY [--width W]
+[--channels-last]`` loads one of our MindSpore checkpoints, runs it on the saved images and saves the
+logits. PyTorch is not a dependency of fcn8s: install it by hand (`pip install torch==2.13.0`) to use
+this module. It ships in the package so that an installed fcn8s can run it, but nothing in fcn8s
+imports it: torch is loaded only where this module runs. torch is imported before anything of ours but
+the package's ``__init__`` (a version string), as a user's script would; only fcn8s.architecture and
+fcn8s.bench's helpers follow (no MindSpore) unless asked to load a MindSpore checkpoint, so the peak
+RSS it reports is PyTorch's alone.
 
 Transposed convolutions: MindSpore's ``nn.Conv2dTranspose(k, stride=s, pad_mode='same')``
 gives an output of exactly ``s`` times the input and, for our k = 2s, equals PyTorch's
@@ -17,28 +22,32 @@ gives an output of exactly ``s`` times the input and, for our k = 2s, equals PyT
 output_padding or cropping: checked numerically for s = 2, 8, 16, 32 (relative difference
 < 2e-7). Both store the weight as (in, out, k, k), so checkpoint tensors copy over unchanged.
 """
-import argparse
-import json
-import logging
-import os
-import resource
-import statistics
-import sys
-import time
-
+# PyTorch first, as a user's script imports it: nothing of ours runs before it
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-# framework-free: the same layout, width rule and FLOP count as the MindSpore network
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+
+import numpy as np
+
+# framework-free: the same layout, width rule and FLOP count as the MindSpore network, and what the
+# bench records of every measuring process
 from fcn8s.architecture import ARCHS, FC_CHANNELS, STRIDE, VGG16_BLOCKS, fcn_forward_gflop, head_layers, scaled
+from fcn8s.host import kernel_environment, peak_rss_mib, timed
 
 NUM_CLASSES = 21    # PASCAL VOC, the bench's class count
 IGNORE_INDEX = 255
 # MindSpore BatchNorm parameter name -> PyTorch state_dict name
 BN_NAMES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
 
-log = logging.getLogger("torch_fcn8s")
+log = logging.getLogger("torch_twin")
 
 
 def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3):
@@ -117,7 +126,6 @@ def load_mindspore_checkpoint(model, ckpt_path):
     statistic of the model must be in the file with the right shape (BN's
     ``num_batches_tracked`` is PyTorch-only and is left as it is).
     """
-    import fcn8s  # noqa: F401  (sets mindspore's CPU kernel choice before its first import)
     import mindspore as ms
     wanted = model.state_dict()
     state = {}
@@ -133,25 +141,56 @@ def load_mindspore_checkpoint(model, ckpt_path):
     return model
 
 
-def time_steps(step, repeat, warmup):
-    """Wall times (s) of ``repeat`` calls of ``step`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for i in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-        log.info("step %d/%d: %.3f s", i + 1, repeat, times[-1])
-    return times
+def onednn_report(model, images):
+    """(oneDNN's ISA line, sorted names of the convolution kernels it ran) for one forward of ``model``.
+
+    Which kernels PyTorch actually ran (``brg_conv_fwd:avx512_core``, ...), whatever the environment
+    capped; (None, []) where it ran no oneDNN convolution. oneDNN's verbose lines go to C's stdout,
+    so fd 1 points at a file meanwhile and the JSON line stays alone on stdout.
+    """
+    sys.stdout.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(1)
+        os.dup2(sink.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON), torch.inference_mode():
+                model(images)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        sink.seek(0)
+        lines = sink.read().decode(errors="replace").splitlines()
+    isa = next((line.partition(",isa:")[2] for line in lines if ",isa:" in line), None)
+    fields = [line.split(",") for line in lines]
+    kernels = {f[f.index("convolution") + 1] for f in fields if "exec" in f and "convolution" in f}
+    return isa, sorted(kernels)
 
 
-def bench(what, batch, size, width, repeat, warmup, threads):
+def torch_setup(model, images):
+    """What decides PyTorch's CPU kernels in this process; ``model`` runs once on ``images`` to see them."""
+    parallel = torch.__config__.parallel_info().splitlines()
+    isa, kernels = onednn_report(model, images)
+    return {
+        "mkldnn_available": torch.backends.mkldnn.is_available(), "mkldnn_enabled": torch.backends.mkldnn.enabled,
+        "parallel_backend": next((line.partition(":")[2].strip() for line in parallel
+                                  if line.startswith("ATen parallel backend")), None),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "onednn_isa": isa, "onednn_convolutions": kernels,
+    }
+
+
+def to_channels_last(model, images):
+    """``model`` and ``images`` in NHWC memory, the layout PyTorch's oneDNN convolutions run natively on CPU."""
+    return model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
+
+
+def bench(what, batch, size, width, repeat, warmup, threads, channels_last):
     """Time train steps or inference forwards of FCN-8s; the result as a dict (the JSON line)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = TorchFCN("fcn8s", NUM_CLASSES, width)
     images = torch.randn(batch, 3, size, size)
+    if channels_last:
+        model, images = to_channels_last(model, images)
     if what == "train":
         labels = torch.randint(0, NUM_CLASSES, (batch, size, size), dtype=torch.int64)
         labels[torch.rand(batch, size, size) < 0.05] = IGNORE_INDEX   # unlabelled borders, as in VOC
@@ -170,35 +209,61 @@ def bench(what, batch, size, width, repeat, warmup, threads):
         def step():
             with torch.inference_mode():
                 model(images)
-    times = time_steps(step, repeat, warmup)
+    first, times = timed(step, repeat, warmup)
+    log.info("steps: %s s", ", ".join(f"{t:.3f}" for t in times))
     gflop = fcn_forward_gflop("fcn8s", NUM_CLASSES, width, batch, size, size) * (3 if what == "train" else 1)
     return {
         "framework": "torch", "version": torch.__version__, "what": what, "batch": batch, "size": size,
-        "width": width, "threads": threads, "times_s": times, "median_s": statistics.median(times),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gflop": gflop,
+        "width": width, "threads": torch.get_num_threads(), "first_call_s": first, "times_s": times, "median_s": statistics.median(times),
+        "peak_rss_mib": peak_rss_mib(), "gflop": gflop,
+        "env": kernel_environment(), "torch": torch_setup(model, images),
     }
+
+
+def save_logits(ckpt_path, images_path, logits_path, width, channels_last):
+    """Run the twin loaded with one of our checkpoints on saved images and save its logits (the bench's check)."""
+    model = load_mindspore_checkpoint(TorchFCN("fcn8s", NUM_CLASSES, width), ckpt_path).eval()
+    images = torch.from_numpy(np.load(images_path))
+    if channels_last:
+        model, images = to_channels_last(model, images)
+    with torch.inference_mode():
+        np.save(logits_path, model(images).contiguous().numpy())
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description="Time PyTorch FCN-8s train steps or inference on CPU; "
                                                  "prints one JSON line.")
-    parser.add_argument("--what", choices=("train", "infer"), required=True)
+    parser.add_argument("--what", choices=("train", "infer"), help="required unless --check")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=256, help="square input side in pixels")
     parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     parser.add_argument("--repeat", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="model and inputs in torch.channels_last memory format")
+    parser.add_argument("--check", metavar="CKPT",
+                        help="instead of timing: load this MindSpore checkpoint, save the logits of --check-input")
+    parser.add_argument("--check-input", metavar="NPY", help="images (N, 3, H, W) float32 for --check")
+    parser.add_argument("--check-output", metavar="NPY", help="where --check saves the logits")
     return parser
 
 
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    if args.check:
+        if not (args.check_input and args.check_output):
+            parser.error("--check needs --check-input and --check-output")
+        save_logits(args.check, args.check_input, args.check_output, args.width, args.channels_last)
+        return
+    if not args.what:
+        parser.error("--what is required")
     if min(args.batch, args.size, args.repeat, args.threads) < 1 or args.warmup < 0 or args.width <= 0:
         parser.error("--batch, --size, --repeat, --threads and --width must be positive, --warmup >= 0")
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="torch_fcn8s: %(message)s")
-    result = bench(args.what, args.batch, args.size, args.width, args.repeat, args.warmup, args.threads)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="torch_twin: %(message)s")
+    result = bench(args.what, args.batch, args.size, args.width, args.repeat, args.warmup, args.threads,
+                   args.channels_last)
     print(json.dumps(result))
 
 
