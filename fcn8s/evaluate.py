@@ -1,8 +1,9 @@
 """``fcn8s eval``: full-resolution evaluation of a checkpoint on a MindRecord file or a VOC root.
 
-Every image is predicted at its original size (see predict.Predictor); one confusion matrix
-collects all pixels except label 255; PA / MPA / mIoU / FWIoU and the per-class table come
-from metrics.segmentation_scores. Writes metrics.json and confusion_matrix.png.
+Every image is predicted at its original size (see predict.Predictor; the model comes from
+runtime.load_model: a checkpoint, an ONNX or a MINDIR export); one confusion matrix collects all
+pixels except label 255; PA / MPA / mIoU / FWIoU and the per-class table come from
+metrics.segmentation_scores. Writes metrics.json and confusion_matrix.png.
 """
 import json
 import time
@@ -13,13 +14,14 @@ from tqdm import tqdm
 
 from .config import class_names
 from .data.dataset import create_eval_dataset
-from .data.transforms import decode_image, normalize
+from .data.transforms import decode_image
 from .data.voc import BadSample, load_sample, voc_samples
 from .errors import FCNError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, refuse_existing
 from .log import get_logger
 from .metrics import ConfusionMatrix
-from .predict import Predictor, model_forward
+from .predict import Predictor
+from .runtime import load_model
 from .visualize import plot_confusion_matrix
 
 SCORE_NAMES = (("pixel_accuracy", "PA"), ("mean_accuracy", "MPA"), ("mean_iou", "mIoU"), ("fw_iou", "FWIoU"))
@@ -37,19 +39,19 @@ def class_table(scores, names):
 
 
 def mindrecord_items(dataset):
-    """(normalised CHW image, label, name) from an eval MindDataset."""
+    """(HxWx3 uint8 BGR image, label, name) from an eval MindDataset."""
     for image, label, name in dataset.create_tuple_iterator(output_numpy=True, num_epochs=1):
         yield image, label, str(name)
 
 
-def voc_items(voc_root, split, data_cfg, num_classes):
+def voc_items(voc_root, split, num_classes):
     """The same items read straight from a VOC folder (no MindRecord needed)."""
     for sample in voc_samples(voc_root, split):
         try:
             data, label = load_sample(sample, num_classes)
         except BadSample as exc:
             raise FCNError(str(exc)) from None
-        yield normalize(decode_image(data), data_cfg.mean, data_cfg.std), label, sample.id
+        yield decode_image(data), label, sample.id
 
 
 def confusion_over_dataset(predictor, items, num_classes, limit=None, desc="eval"):
@@ -66,16 +68,22 @@ def confusion_over_dataset(predictor, items, num_classes, limit=None, desc="eval
     return matrix, count
 
 
-def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limit=None):
-    """Evaluate ``ckpt``; prints the scores and the per-class table, writes the report; returns the scores."""
+def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limit=None, force=False):
+    """Evaluate ``ckpt``; prints the scores and the per-class table, writes the report; returns the scores.
+
+    An earlier report in the output folder is refused (before the evaluation runs) unless ``force``.
+    """
     log = get_logger()
-    predictor = Predictor.from_config(model_forward(cfg, ckpt), cfg)
+    predictor = Predictor.from_config(load_model(cfg, ckpt), cfg)
     num_classes = cfg.model.num_classes
     if voc_root:
-        items, source, name = voc_items(voc_root, split, cfg.data, num_classes), f"{voc_root} ({split})", split
+        items, source, name = voc_items(voc_root, split, num_classes), f"{voc_root} ({split})", split
     else:
         path = Path(data or cfg.data.val)
         items, source, name = mindrecord_items(create_eval_dataset(cfg.data, path)), str(path), path.stem
+    output = Path(output) if output else Path(ckpt).parent / f"eval_{name}"
+    for report_file in ("metrics.json", "confusion_matrix.png"):
+        refuse_existing(output / report_file, force)
     tta = f"scales {list(predictor.scales)}{', flip' if predictor.flip else ''}"
     tta += f", window {predictor.window}/{predictor.stride}" if predictor.window else ""
     log.info(f"evaluating on {source}: full resolution, canvas {predictor.canvas}, {tta}")
@@ -86,7 +94,6 @@ def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limi
     names = class_names(cfg)
     print(f"{format_scores(scores)}\n{class_table(scores, names)}")
 
-    output = Path(output) if output else Path(ckpt).parent / f"eval_{name}"
     report = {"checkpoint": str(ckpt), "data": source, "images": count, "seconds": round(seconds, 2),
               **{key: scores[key] for key, _ in SCORE_NAMES},
               "per_class": {name: {"iou": None if np.isnan(iou) else float(iou),

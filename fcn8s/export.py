@@ -1,8 +1,9 @@
 """``fcn8s export``: a checkpoint to MINDIR or ONNX, verified numerically before it is kept.
 
-MINDIR is written by mindspore.export; ONNX by ``fcn8s.onnx_graph`` from the weights (MindSpore
-2.10's ONNX exporter fails on this network). The exported file is loaded back (MINDIR with
-mindspore.load + nn.GraphCell, ONNX with onnxruntime) and run on a random (batch, 3, H, W) input,
+The network is loaded by ``runtime.load_model`` with MindSpore's own kernels only. MINDIR is written
+by mindspore.export; ONNX by ``fcn8s.onnx_graph`` from the weights (MindSpore 2.10's ONNX exporter
+fails on this network). The exported file is loaded back by the runtime eval and infer use for it
+(MINDIR: mindspore.load + nn.GraphCell, ONNX: onnxruntime) and run on a random (batch, 3, H, W) input,
 normalised BGR as in eval; it is renamed into place only if its logits match the network's. The
 MINDIR input shape is fixed to that; the ONNX model takes any batch and size.
 """
@@ -13,14 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_weights
-from .config import Config
-from .device import setup_device
 from .errors import FCNError
 from .fileio import refuse_existing
 from .log import get_logger
-from .models import build_model
-from .predict import onnxruntime_forward
+from .runtime import MindirModel, OnnxModel, load_model
 
 TOLERANCE = 1e-4   # max |difference| relative to the largest logit
 
@@ -28,10 +25,7 @@ TOLERANCE = 1e-4   # max |difference| relative to the largest logit
 def _run_exported(path, fmt, images, num_classes):
     """Logits of the exported file on ``images``; FCNError if it does not load or run."""
     try:
-        if fmt == "MINDIR":
-            import mindspore as ms
-            return ms.nn.GraphCell(ms.load(str(path)))(ms.Tensor(images)).asnumpy()
-        return onnxruntime_forward(path, num_classes)(images)   # as eval and infer run it
+        return (MindirModel if fmt == "MINDIR" else OnnxModel)(path, num_classes).forward(images)
     except Exception as exc:  # the runtimes' own error types: any of them means the file is unusable
         raise FCNError(f"the exported {fmt} file does not load and run: {str(exc).splitlines()[0]}") from None
 
@@ -50,13 +44,10 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
                        "pip install 'fcn8s[onnx]'")
     if batch < 1 or min(size) < 1:
         raise FCNError(f"--batch {batch} --size {size[0]} {size[1]}: must be positive")
-    setup_device(cfg.device)
-    # MindSpore's own kernels only: a MINDIR file must not call the oneDNN library in this host's cache
-    net = build_model(Config(cfg.model, backbone_impl="native"), log)
-    log.info(load_weights(net, ckpt).summary(ckpt))
-    net.set_train(False)
+    model = load_model(cfg, ckpt, mindspore_kernels_only=True)
+    net = model.net
     images = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
-    expected = net(ms.Tensor(images)).asnumpy()
+    expected = model.forward(images)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

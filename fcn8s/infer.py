@@ -2,7 +2,8 @@
 
 ``<stem>_label.png`` is an 8-bit palette PNG (class indices in Pillow, colours in any viewer),
 ``<stem>_color.png`` the colour mask, ``<stem>_overlay.png`` the mask blended over the image
-(with a legend of the classes present when ``infer.legend`` is on). Preprocessing is eval's.
+(with a legend of the classes present when ``infer.legend`` is on). Written on ``fcn8s.Segmenter``,
+so the Python API gives the same pixels; its prediction is eval's.
 """
 import glob
 from pathlib import Path
@@ -11,13 +12,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .config import class_names
-from .data.transforms import normalize
 from .errors import FCNError
 from .fileio import atomic_write_bytes, refuse_existing
 from .log import get_logger
-from .predict import Predictor, model_forward
-from .visualize import add_legend, colorize, index_png_bytes, overlay, png_bytes
+from .segmenter import Segmenter
+from .visualize import colorize, index_png_bytes, png_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUTS = ("label", "color", "overlay")
@@ -85,8 +84,7 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
             if path.resolve() in sources:
                 raise FCNError(f"{path}: is an input image; choose another --output folder")
             refuse_existing(path, force)
-    predictor = Predictor.from_config(model_forward(cfg, ckpt), cfg)
-    names = class_names(cfg)
+    segmenter = Segmenter(ckpt, cfg, channel_order="rgb")
     written = 0
     for image_path in tqdm(images, desc="infer", unit="img", disable=None):
         try:
@@ -96,15 +94,12 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
             continue
         if note:
             log.info(f"{image_path}: converted ({note})")
-        classes = predictor.predict(normalize(bgr, cfg.data.mean, cfg.data.std))
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        blended = overlay(rgb, classes, cfg.infer.alpha)
-        if cfg.infer.legend:
-            blended = add_legend(blended, classes, names)
+        classes = segmenter(rgb)
         paths = plan[image_path]
         atomic_write_bytes(paths["label"], index_png_bytes(classes))
         atomic_write_bytes(paths["color"], png_bytes(colorize(classes)))
-        atomic_write_bytes(paths["overlay"], png_bytes(blended))
+        atomic_write_bytes(paths["overlay"], png_bytes(segmenter.overlay(rgb, classes)))
         written += 1
     log.info(f"wrote {written} x {len(OUTPUTS)} PNGs ({', '.join(f'*_{k}.png' for k in OUTPUTS)}) to {output_dir}")
     for problem in problems:

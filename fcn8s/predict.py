@@ -1,80 +1,30 @@
-"""Full-resolution prediction, shared by validation during training, ``eval`` and ``infer``.
+"""Full-resolution prediction, shared by validation during training, ``eval``, ``infer`` and ``fcn8s.Segmenter``.
 
-An image (normalised, CHW, original size) is padded at the bottom/right onto a fixed canvas, so
-graph mode compiles one shape for a whole dataset; logits are cropped back to the image. The
-canvas size is part of the prediction: BatchNorm shifts the padded zeros, so logits near the
-bottom/right border depend slightly on how much padding there is. One canvas for eval and infer
-keeps their predictions identical. Optional multi-scale and flip test-time augmentation average
-logits at the original size; optional sliding windows bound memory on large images (each tile is
-padded to the window, not to the canvas). The network is a forward function on numpy batches: a
-checkpoint run by MindSpore, or a model exported by ``fcn8s export --format ONNX`` run by
-onnxruntime (same padding, so the same predictions to float rounding).
+An image (HxWx3 uint8, original size) is normalised and padded by the one ``Preprocessor``: at the
+bottom/right onto a fixed canvas, so graph mode compiles one shape for a whole dataset; logits are
+cropped back to the image. The canvas size is part of the prediction: BatchNorm shifts the padded
+zeros, so logits near the bottom/right border depend slightly on how much padding there is. One
+canvas for eval and infer keeps their predictions identical. Optional multi-scale and flip test-time
+augmentation average logits at the original size; optional sliding windows bound memory on large
+images (each tile is padded to the window, not to the canvas). The model comes from
+``runtime.load_model``: a checkpoint run by MindSpore, or an ONNX or MINDIR export (same padding, so
+the same predictions to float rounding; a MINDIR's fixed input size replaces the canvas).
 """
-import math
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from .architecture import STRIDE
+from .data.preprocess import Preprocessor
 from .errors import FCNError
-from .log import get_logger
 
 
-def mindspore_forward(net):
-    """Forward function (N, 3, H, W) float32 -> (N, C, H, W) logits of a MindSpore network, in inference mode."""
-    import mindspore as ms
-
-    def forward(batch):
-        net.set_train(False)
-        return net(ms.Tensor(batch)).asnumpy()
-    return forward
-
-
-def onnxruntime_forward(path, num_classes):
-    """Forward function of an exported ONNX model, run by onnxruntime on the CPU."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise FCNError(f"{path}: running an ONNX model needs onnxruntime: pip install 'fcn8s[onnx]'") from None
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own error types: any of them means the file is unusable
-        raise FCNError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
-    classes = session.get_outputs()[0].shape[1]
-    if classes != num_classes:
-        raise FCNError(f"{path}: the model has {classes} classes, the config model.num_classes {num_classes}")
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})[0]
-
-
-def model_forward(cfg, path):
-    """The forward function for prediction from ``path``: a ``.onnx`` export (onnxruntime) or a checkpoint."""
-    if Path(path).suffix.lower() == ".onnx":
-        get_logger().info(f"running {path} with onnxruntime (CPU)")
-        return onnxruntime_forward(path, cfg.model.num_classes)
-    from .checkpoint import load_weights
-    from .device import setup_device
-    from .models import build_model
-    setup_device(cfg.device)
-    net = build_model(cfg.model, get_logger())
-    get_logger().info(load_weights(net, path).summary(path))
-    return mindspore_forward(net)
-
-
-def _ceil_to(value, multiple):
-    return int(math.ceil(value / multiple) * multiple)
-
-
-def _resize_chw(array, height, width, interpolation):
-    if array.shape[1:] == (height, width):
-        return array
-    hwc = np.ascontiguousarray(array.transpose(1, 2, 0))
-    # cv2 handles at most 512 channels per call; class logits are far fewer
-    out = cv2.resize(hwc, (width, height), interpolation=interpolation)
-    if out.ndim == 2:
-        out = out[..., None]
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+def _resize_each(arrays, height, width):
+    """Each (C, h, w) array of an (N, C, h, w) stack resized (bilinear) to (height, width)."""
+    if arrays.shape[2:] == (height, width):
+        return arrays
+    # cv2 resizes HWC arrays of at most 512 channels; class logits are far fewer
+    resized = (cv2.resize(np.ascontiguousarray(array.transpose(1, 2, 0)), (width, height),
+                          interpolation=cv2.INTER_LINEAR) for array in arrays)
+    return np.stack([out.reshape(height, width, -1).transpose(2, 0, 1) for out in resized])
 
 
 def _window_starts(length, window, stride):
@@ -87,58 +37,81 @@ def _window_starts(length, window, stride):
 
 
 class Predictor:
-    """Logits and class maps for single images from a forward function (see ``model_forward``)."""
+    """Logits and class maps for images from a model (see ``runtime.load_model``).
 
-    def __init__(self, forward, num_classes, canvas=512, scales=(1.0,), flip=False, window=None, stride=None):
-        self.forward = forward
+    Images are HxWx3 uint8 in the ``preprocessor``'s channel order; several images go through the
+    model as one batch when they have the same size.
+    """
+
+    def __init__(self, model, num_classes, preprocessor, canvas=512, scales=(1.0,), flip=False, window=None,
+                 stride=None):
+        self.model = model
         self.num_classes = num_classes
-        self.canvas = _ceil_to(canvas, STRIDE)
+        self.preprocessor = preprocessor
+        self.canvas = preprocessor.padded_size(canvas)
         self.scales = tuple(scales)
         self.flip = flip
-        self.window = _ceil_to(window, STRIDE) if window else None
+        self.window = preprocessor.padded_size(window) if window else None
         self.stride = stride or (self.window * 2 // 3 if self.window else None)
 
     @classmethod
-    def from_config(cls, forward, cfg):
+    def from_config(cls, model, cfg, channel_order="bgr"):
         e = cfg.eval
-        return cls(forward, cfg.model.num_classes, e.canvas, e.scales, e.flip, e.window, e.stride)
+        return cls(model, cfg.model.num_classes, Preprocessor.from_config(cfg.data, channel_order), e.canvas,
+                   e.scales, e.flip, e.window, e.stride)
 
-    def _forward_padded(self, image, canvas):
-        """Logits (C, h, w) of one CHW image, padded onto ``canvas`` (grown to a multiple of 32 if larger)."""
-        _, h, w = image.shape
-        ph, pw = max(canvas, _ceil_to(h, STRIDE)), max(canvas, _ceil_to(w, STRIDE))
-        canvas = np.zeros((1, image.shape[0], ph, pw), np.float32)
-        canvas[0, :, :h, :w] = image
-        return self.forward(canvas)[0, :, :h, :w]
+    def _forward_padded(self, images, canvas):
+        """Logits (N, C, h, w) of NCHW images padded onto ``canvas`` (grown to the size divisor if larger).
 
-    def _forward(self, image):
-        if not self.window or max(image.shape[1:]) <= self.window:
-            return self._forward_padded(image, self.canvas)
-        _, h, w = image.shape
-        total = np.zeros((self.num_classes, h, w), np.float32)
-        count = np.zeros((1, h, w), np.float32)
+        A fixed-shape model's input size replaces the canvas; a larger input is an FCNError.
+        """
+        _, _, h, w = images.shape
+        if self.model.input_size:
+            ph, pw = self.model.input_size
+            if h > ph or w > pw:
+                raise FCNError(f"a {h}x{w} input does not fit the model's fixed {ph}x{pw} input; "
+                               f"export it with a larger --size, or set eval.window to at most {min(ph, pw)}")
+        else:
+            ph, pw = self.preprocessor.padded_size(h, canvas), self.preprocessor.padded_size(w, canvas)
+        return self.model.forward(self.preprocessor.pad_images(images, ph, pw))[:, :, :h, :w]
+
+    def _forward(self, images):
+        if not self.window or max(images.shape[2:]) <= self.window:
+            return self._forward_padded(images, self.canvas)
+        n, _, h, w = images.shape
+        total = np.zeros((n, self.num_classes, h, w), np.float32)
+        count = np.zeros((1, 1, h, w), np.float32)
         for top in _window_starts(h, self.window, self.stride):
             for left in _window_starts(w, self.window, self.stride):
-                tile = image[:, top:top + self.window, left:left + self.window]
-                total[:, top:top + tile.shape[1], left:left + tile.shape[2]] += self._forward_padded(tile,
-                                                                                                     self.window)
-                count[:, top:top + tile.shape[1], left:left + tile.shape[2]] += 1
+                tile = images[:, :, top:top + self.window, left:left + self.window]
+                rows, cols = slice(top, top + tile.shape[2]), slice(left, left + tile.shape[3])
+                total[:, :, rows, cols] += self._forward_padded(tile, self.window)
+                count[:, :, rows, cols] += 1
         return total / count
 
-    def logits(self, image):
-        """Averaged logits (C, H, W) for a normalised CHW float32 image of any size."""
-        _, h, w = image.shape
-        total = np.zeros((self.num_classes, h, w), np.float32)
+    def batch_logits(self, images):
+        """Averaged logits (N, C, H, W) for a sequence of same-size HxWx3 uint8 images."""
+        normalised = np.stack([self.preprocessor.normalize(image) for image in images])
+        n, _, h, w = normalised.shape
+        total = np.zeros((n, self.num_classes, h, w), np.float32)
         for scale in self.scales:
-            scaled = image if scale == 1.0 else _resize_chw(
-                image, max(1, round(h * scale)), max(1, round(w * scale)), cv2.INTER_LINEAR)
-            views = [scaled, scaled[:, :, ::-1]] if self.flip else [scaled]
+            scaled = normalised if scale == 1.0 else _resize_each(
+                normalised, max(1, round(h * scale)), max(1, round(w * scale)))
+            views = [scaled, scaled[..., ::-1]] if self.flip else [scaled]
             for i, view in enumerate(views):
                 out = self._forward(np.ascontiguousarray(view))
-                out = out[:, :, ::-1] if i == 1 else out
-                total += _resize_chw(out, h, w, cv2.INTER_LINEAR)
+                out = out[..., ::-1] if i == 1 else out
+                total += _resize_each(out, h, w)
         return total / (len(self.scales) * (2 if self.flip else 1))
 
+    def batch_predict(self, images):
+        """Class maps (N, H, W) uint8 of a sequence of same-size images."""
+        return self.batch_logits(images).argmax(axis=1).astype(np.uint8)
+
+    def logits(self, image):
+        """Averaged logits (C, H, W) of one image of any size."""
+        return self.batch_logits([image])[0]
+
     def predict(self, image):
-        """Class map (H, W) uint8."""
-        return self.logits(image).argmax(axis=0).astype(np.uint8)
+        """Class map (H, W) uint8 of one image."""
+        return self.batch_predict([image])[0]

@@ -12,8 +12,9 @@ from fcn8s.cli import main
 from fcn8s.config import load_config
 from fcn8s.data.dataset import create_eval_dataset, create_train_dataset
 from fcn8s.data.mindrecord import convert_voc
+from fcn8s.data.preprocess import Preprocessor
 from fcn8s.data.synth import make_synthetic_voc
-from fcn8s.data.transforms import TrainTransform, decode_label, normalize
+from fcn8s.data.transforms import TrainTransform, decode_label
 from fcn8s.errors import FCNError
 from fcn8s.visualize import index_png_bytes
 
@@ -109,8 +110,8 @@ def test_train_pipeline_shapes_ranges_and_padding(converted):
 
 
 def test_train_transform_pads_with_zero_and_255():
-    transform = TrainTransform(crop_size=64, min_scale=1.0, max_scale=1.0, mean=[10, 20, 30], std=[2, 4, 8],
-                               flip=False)
+    transform = TrainTransform(crop_size=64, min_scale=1.0, max_scale=1.0,
+                               preprocessor=Preprocessor((10, 20, 30), (2, 4, 8)), flip=False)
     image = np.full((40, 50, 3), (12, 24, 38), np.uint8)
     label = np.full((40, 50), 3, np.uint8)
     out_image, out_label = transform(cv2.imencode(".png", image)[1].tobytes(),
@@ -143,7 +144,7 @@ def test_train_transform_equals_the_tutorial_pipeline_for_the_same_draws(rng):
     image = cv2.GaussianBlur(rng.integers(0, 256, (75, 100, 3), dtype=np.uint8), (5, 5), 1)
     label = rng.integers(0, 21, (75, 100), dtype=np.uint8)
     data, label_png = cv2.imencode(".png", image)[1].tobytes(), cv2.imencode(".png", label)[1].tobytes()
-    transform = TrainTransform(crop_size=96, min_scale=0.5, max_scale=2.0, mean=mean, std=std)
+    transform = TrainTransform(crop_size=96, min_scale=0.5, max_scale=2.0, preprocessor=Preprocessor(mean, std))
     for _ in range(16):
         draws = rng.random(4)
         out_image, out_label = transform(data, label_png, draws)
@@ -155,15 +156,43 @@ def test_train_transform_equals_the_tutorial_pipeline_for_the_same_draws(rng):
 def test_normalize_writes_the_region_only_and_takes_any_strides(rng):
     image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)[:, ::-1]  # a flipped (negative-stride) view
     out = np.full((3, 32, 40), 7.0, np.float32)
-    assert normalize(image, [1, 2, 3], [2, 4, 8], out=out) is out
+    prep = Preprocessor((1, 2, 3), (2, 4, 8))
+    assert prep.normalize(image, out=out) is out
     expected = ((image - np.float32([1, 2, 3])) / np.float32([2, 4, 8])).transpose(2, 0, 1)
     np.testing.assert_array_equal(out[:, :20, :30], expected)
     assert (out[:, 20:, :] == 7).all() and (out[:, :, 30:] == 7).all()
-    np.testing.assert_array_equal(normalize(image, [1, 2, 3], [2, 4, 8]), expected)
+    np.testing.assert_array_equal(prep.normalize(image), expected)
+    # RGB images give the network the same BGR planes
+    rgb = Preprocessor((1, 2, 3), (2, 4, 8), channel_order="rgb")
+    np.testing.assert_array_equal(rgb.normalize(np.ascontiguousarray(image[..., ::-1])), expected)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((4, 5, 3), np.float32), "got a float32 array of shape (4, 5, 3)"),
+    (np.zeros((4, 5), np.uint8), "got a uint8 array of shape (4, 5)"),
+    (np.zeros((4, 5, 4), np.uint8), "got a uint8 array of shape (4, 5, 4)"),
+    ([[1, 2, 3]], "got a list"),
+])
+def test_preprocessor_refuses_what_is_not_an_hxwx3_uint8_image(image, message):
+    with pytest.raises(FCNError) as error:
+        Preprocessor((0, 0, 0), (1, 1, 1), channel_order="rgb").normalize(image)
+    assert str(error.value) == f"expected an HxWx3 uint8 image (RGB), {message}"
+
+
+def test_preprocessor_pads_to_the_size_divisor_with_its_pad_value():
+    prep = Preprocessor((0, 0, 0), (1, 1, 1), image_pad=-1.0)
+    assert [prep.padded_size(n) for n in (1, 32, 33, 75)] == [32, 32, 64, 96]
+    assert prep.padded_size(33, minimum=128) == 128 and prep.padded_size(130, minimum=128) == 160
+    padded = prep.pad_images(np.ones((2, 3, 5, 7), np.float32), 32, 64)
+    assert padded.shape == (2, 3, 32, 64) and padded[:, :, :5, :7].min() == 1
+    assert (padded[:, :, 5:] == -1).all() and (padded[:, :, :, 7:] == -1).all()
+    with pytest.raises(FCNError, match="channel_order 'hsv': choose from bgr, rgb"):
+        Preprocessor((0, 0, 0), (1, 1, 1), channel_order="hsv")
 
 
 def test_train_transform_scales_labels_with_nearest_and_flips_together():
-    transform = TrainTransform(crop_size=256, min_scale=2.0, max_scale=2.0, mean=[0, 0, 0], std=[1, 1, 1])
+    transform = TrainTransform(crop_size=256, min_scale=2.0, max_scale=2.0,
+                               preprocessor=Preprocessor((0, 0, 0), (1, 1, 1)))
     label = np.zeros((30, 40), np.uint8)
     label[:, :10] = 4
     image = np.zeros((30, 40, 3), np.uint8)
@@ -192,7 +221,8 @@ def test_eval_pipeline_keeps_original_size(converted, synth_voc):
     cfg = load_config(None, [f"data.val={converted / 'val.mindrecord'}"])
     for image, label, name in create_eval_dataset(cfg.data).create_tuple_iterator(output_numpy=True, num_epochs=1):
         with Image.open(synth_voc / "JPEGImages" / f"{name}.jpg") as im:
-            assert image.shape == (3, im.height, im.width) and label.shape == (im.height, im.width)
+            assert image.shape == (im.height, im.width, 3) and label.shape == (im.height, im.width)
+            assert image.dtype == np.uint8   # normalised by the predictor's Preprocessor, not here
 
 
 def test_sharded_files_and_reader_shards_split_without_overlap(synth_voc, tmp_path):

@@ -12,15 +12,19 @@ from fcn8s.cli import main
 from fcn8s.config import load_config
 from fcn8s.data.dataset import create_eval_dataset
 from fcn8s.data.mindrecord import convert_voc
+from fcn8s.data.preprocess import Preprocessor
 from fcn8s.data.synth import make_synthetic_voc
 from fcn8s.evaluate import evaluate, mindrecord_items
 from fcn8s.infer import infer
 from fcn8s.models import build_model
 from fcn8s.errors import FCNError
 from fcn8s.export import export
-from fcn8s.predict import Predictor, mindspore_forward, model_forward
+from fcn8s.predict import Predictor
+from fcn8s.runtime import MindSporeModel, load_model
 
 NUM_CLASSES = 5
+MEAN, STD = (103.53, 116.28, 123.675), (57.375, 57.120, 58.395)   # the default data.mean and data.std (BGR)
+PREPROCESSOR = Preprocessor(MEAN, STD)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +46,15 @@ def config(root, *overrides):
                               *overrides])
 
 
+def normalised_by_hand(image):
+    """(BGR uint8 HxWx3 - mean) / std as CHW float32, written out with numpy."""
+    return ((image.astype(np.float32) - np.float32(MEAN)) / np.float32(STD)).transpose(2, 0, 1)
+
+
+def random_image(rng, height=75, width=101):
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
 def _loaded_net(root, cfg):
     from fcn8s.checkpoint import load_weights
     net = build_model(cfg.model)
@@ -56,10 +69,10 @@ def test_eval_matches_an_independent_numpy_computation(odd_data):
     net = _loaded_net(odd_data, cfg)
     truth, preds = [], []
     for image, label, _ in mindrecord_items(create_eval_dataset(cfg.data)):
-        c, h, w = image.shape
-        # by hand: bottom/right zero padding onto the 64x64 canvas, grown to a multiple of 32
+        h, w, c = image.shape
+        # by hand: normalise, then bottom/right zero padding onto the 64x64 canvas, grown to a multiple of 32
         padded = np.zeros((1, c, max(64, -(-h // 32) * 32), max(64, -(-w // 32) * 32)), np.float32)
-        padded[0, :, :h, :w] = image
+        padded[0, :, :h, :w] = normalised_by_hand(image)
         logits = net(ms.Tensor(padded)).asnumpy()[0, :, :h, :w]
         preds.append(logits.argmax(0).ravel())
         truth.append(label.ravel())
@@ -83,6 +96,10 @@ def test_eval_matches_an_independent_numpy_computation(odd_data):
     assert set(report["per_class"]) == {"class_0", "class_1", "class_2", "class_3", "class_4"}
     with Image.open(odd_data / "ev" / "confusion_matrix.png") as image:
         assert image.format == "PNG"
+    before = (odd_data / "ev" / "metrics.json").stat().st_mtime_ns
+    with pytest.raises(FCNError, match=r"ev/metrics.json: already exists \(use --force to overwrite\)"):
+        evaluate(cfg, odd_data / "model.ckpt", output=odd_data / "ev")
+    assert (odd_data / "ev" / "metrics.json").stat().st_mtime_ns == before
 
 
 def test_eval_from_voc_root_equals_eval_from_mindrecord(odd_data, capsys):
@@ -107,25 +124,36 @@ class PerPixel(nn.Cell):
 
 
 def test_flip_tta_of_a_flip_symmetric_model_equals_no_tta(rng):
-    net = PerPixel()
-    image = rng.standard_normal((3, 75, 101)).astype(np.float32)
-    plain = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64).logits(image)
-    flipped = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, flip=True).logits(image)
+    model = MindSporeModel(PerPixel())
+    image = random_image(rng)
+    plain = Predictor(model, NUM_CLASSES, PREPROCESSOR, canvas=64).logits(image)
+    flipped = Predictor(model, NUM_CLASSES, PREPROCESSOR, canvas=64, flip=True).logits(image)
     np.testing.assert_allclose(flipped, plain, atol=1e-5)
-    twice = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, scales=(1.0, 1.0)).logits(image)
+    twice = Predictor(model, NUM_CLASSES, PREPROCESSOR, canvas=64, scales=(1.0, 1.0)).logits(image)
     np.testing.assert_allclose(twice, plain, atol=1e-6)
 
 
-def test_sliding_window_equals_whole_image(odd_data, rng):
+def test_sliding_window_averages_the_logits_of_overlapping_tiles(odd_data, rng):
     net = _loaded_net(odd_data, config(odd_data))
-    image = rng.standard_normal((3, 75, 101)).astype(np.float32)
-    whole = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64).logits(image)
-    big_window = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, window=128).logits(image)
-    np.testing.assert_allclose(big_window, whole, atol=1e-5)
+    model = MindSporeModel(net)
+    image = random_image(rng)
+    tiled = Predictor(model, NUM_CLASSES, PREPROCESSOR, canvas=64, window=64, stride=48).logits(image)
+    normalised = normalised_by_hand(image)
+    # the same computed by hand: 64x64 tiles at rows 0 and 75-64, columns 0 and 101-64, averaged
+    total, count = np.zeros((NUM_CLASSES, 75, 101), np.float32), np.zeros((75, 101), np.float32)
+    for top in (0, 11):
+        for left in (0, 37):
+            total[:, top:top + 64, left:left + 64] += model.forward(normalised[None, :, top:top + 64,
+                                                                                left:left + 64])[0]
+            count[top:top + 64, left:left + 64] += 1
+    np.testing.assert_allclose(tiled, total / count, atol=1e-5)
+    whole = Predictor(model, NUM_CLASSES, PREPROCESSOR, canvas=64).logits(image)
+    assert np.abs(tiled - whole).max() > 1e-2   # the windows saw less context: not the whole-image logits
     # small overlapping windows stitch exactly when the model has no spatial context
-    per_pixel = PerPixel()
-    tiled = Predictor(mindspore_forward(per_pixel), NUM_CLASSES, canvas=32, window=32, stride=20).logits(image)
-    np.testing.assert_allclose(tiled, Predictor(mindspore_forward(per_pixel), NUM_CLASSES, canvas=32).logits(image), atol=1e-5)
+    per_pixel = MindSporeModel(PerPixel())
+    tiled = Predictor(per_pixel, NUM_CLASSES, PREPROCESSOR, canvas=32, window=32, stride=20).logits(image)
+    np.testing.assert_allclose(tiled, Predictor(per_pixel, NUM_CLASSES, PREPROCESSOR, canvas=32).logits(image),
+                               atol=1e-5)
 
 
 def test_sliding_windows_are_padded_to_the_window_not_the_canvas(rng):
@@ -136,15 +164,15 @@ def test_sliding_windows_are_padded_to_the_window_not_the_canvas(rng):
             shapes.append(tuple(x.shape))
             return self.conv(x)
 
-    image = rng.standard_normal((3, 75, 101)).astype(np.float32)
-    Predictor(mindspore_forward(Recording()), NUM_CLASSES, canvas=512, window=64, stride=48).logits(image)
+    Predictor(MindSporeModel(Recording()), NUM_CLASSES, PREPROCESSOR, canvas=512, window=64, stride=48).logits(
+        random_image(rng))
     assert shapes and set(shapes) == {(1, 3, 64, 64)}   # memory bounded by the window
 
 
 def test_multiscale_tta_returns_original_size(odd_data, rng):
     net = _loaded_net(odd_data, config(odd_data))
-    logits = Predictor(mindspore_forward(net), NUM_CLASSES, canvas=64, scales=(0.75, 1.25), flip=True).logits(
-        rng.standard_normal((3, 75, 101)).astype(np.float32))
+    logits = Predictor(MindSporeModel(net), NUM_CLASSES, PREPROCESSOR, canvas=64, scales=(0.75, 1.25),
+                       flip=True).logits(random_image(rng))
     assert logits.shape == (NUM_CLASSES, 75, 101) and np.isfinite(logits).all()
 
 
@@ -155,7 +183,7 @@ def test_infer_writes_pngs_matching_argmax_and_eval(odd_data, tmp_path):
     assert infer(cfg, odd_data / "model.ckpt", [str(voc / "JPEGImages" / f"{i}.jpg") for i in val_ids],
                  tmp_path) == 0
     net = _loaded_net(odd_data, cfg)
-    predictor = Predictor.from_config(mindspore_forward(net), cfg)
+    predictor = Predictor.from_config(MindSporeModel(net), cfg)
     for image, label, name in mindrecord_items(create_eval_dataset(cfg.data)):
         with Image.open(tmp_path / f"{name}_label.png") as png:
             assert png.mode == "P"
@@ -171,8 +199,8 @@ def test_exported_onnx_model_evaluates_and_infers_like_the_checkpoint(odd_data, 
     cfg = config(odd_data)
     ckpt, onnx = odd_data / "model.ckpt", tmp_path / "model.onnx"
     assert export(cfg, ckpt, onnx, fmt="ONNX", size=(64, 64)) == 0
-    by_ckpt = Predictor.from_config(model_forward(cfg, ckpt), cfg)
-    by_onnx = Predictor.from_config(model_forward(cfg, onnx), cfg)
+    by_ckpt = Predictor.from_config(load_model(cfg, ckpt), cfg)
+    by_onnx = Predictor.from_config(load_model(cfg, onnx), cfg)
     for image, _, _ in mindrecord_items(create_eval_dataset(cfg.data)):   # odd sizes, padded to the canvas
         expected = by_ckpt.logits(image)
         np.testing.assert_allclose(by_onnx.logits(image), expected, atol=1e-4 * np.abs(expected).max())
@@ -183,7 +211,7 @@ def test_exported_onnx_model_evaluates_and_infers_like_the_checkpoint(odd_data, 
     assert infer(cfg, onnx, [str(image)], tmp_path / "infer") == 0
     assert (tmp_path / "infer" / f"{image.stem}_overlay.png").is_file()
     with pytest.raises(FCNError, match="model.onnx: the model has 5 classes, the config model.num_classes 3"):
-        model_forward(config(odd_data, "model.num_classes=3"), onnx)
+        load_model(config(odd_data, "model.num_classes=3"), onnx)
 
 
 def test_infer_handles_gray_rgba_unreadable_and_existing_outputs(odd_data, tmp_path, capsys):

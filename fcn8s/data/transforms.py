@@ -1,10 +1,8 @@
 """Image/label transforms on numpy arrays, shared by training, evaluation and inference.
 
-``normalize`` is the only normalisation in the package. Images are BGR (as cv2 decodes) uint8;
-labels are uint8 class indices with ``ignore_label`` (255) for void and padding.
+Normalisation and pad values come from a ``preprocess.Preprocessor``. Images are BGR (as cv2 decodes)
+uint8; labels are uint8 class indices with the ignore label (255) for void and padding.
 """
-import functools
-
 import cv2
 import numpy as np
 
@@ -25,30 +23,6 @@ def decode_label(data):
     return label
 
 
-@functools.lru_cache(maxsize=8)
-def _normalize_tables(mean, std):
-    """Per channel, the 256 float32 values (v - mean) / std, computed as the tutorial computes them."""
-    values = np.arange(256, dtype=np.float32)
-    return tuple((values - np.float32(m)) / np.float32(s) for m, s in zip(mean, std))
-
-
-def normalize(image, mean, std, out=None):
-    """(image - mean) / std per channel as a CHW float32 array (BGR order, as mean and std are given).
-
-    With ``out`` (3, H', W'), H' >= h and W' >= w, the result is written into ``out[:, :h, :w]``
-    and the rest of ``out`` is left as it is (the padding). Each uint8 plane goes through a
-    256-entry float32 table (cv2.LUT) straight into ``out``: one pass per plane, the same float32
-    values as the tutorial's ``(image - mean) / std``, and about 2x faster than computing them.
-    """
-    h, w = image.shape[:2]
-    if out is None:
-        out = np.empty((3, h, w), np.float32)
-    tables = _normalize_tables(tuple(float(m) for m in mean), tuple(float(s) for s in std))
-    for c, plane in enumerate(cv2.split(image)):
-        cv2.LUT(plane, tables[c], dst=out[c, :h, :w])
-    return out
-
-
 def rescale(image, label, scale):
     """Resize by ``scale``: cubic for the image, nearest for the label (class indices stay indices)."""
     h, w = image.shape[:2]
@@ -63,6 +37,7 @@ class AugmentationDraws:
 
     Mapped with one worker, in row order, from its own seeded generator: the draws, and so the
     whole augmentation, are the same on every run however many threads then run TrainTransform.
+    ``seed`` is anything numpy's default_rng takes: an int, or (seed, epoch, shard) for one epoch's draws.
     """
 
     def __init__(self, seed):
@@ -73,18 +48,18 @@ class AugmentationDraws:
 
 
 class TrainTransform:
-    """decode -> random scale -> random crop (padded: image 0 after normalisation, label 255) -> flip.
+    """decode -> random scale -> random crop (padded with the preprocessor's pad values) -> flip.
 
     The tutorial's decode / scale / normalise / pad / crop / flip, with only the cropped pixels
-    normalised and padded. Called by MindDataset.map workers with the raw ``data`` and ``label``
-    bytes and the sample's AugmentationDraws; returns (CHW float32 image, HW int32 label).
+    normalised (by ``preprocessor``, straight into the padded array). Called by MindDataset.map workers
+    with the raw ``data`` and ``label`` bytes and the sample's AugmentationDraws; returns (CHW float32
+    image, HW int32 label).
     """
 
-    def __init__(self, crop_size, min_scale, max_scale, mean, std, ignore_label=255, flip=True):
+    def __init__(self, crop_size, min_scale, max_scale, preprocessor, flip=True):
         self.crop_size = crop_size
         self.min_scale, self.max_scale = min_scale, max_scale
-        self.mean, self.std = mean, std
-        self.ignore_label = ignore_label
+        self.preprocessor = preprocessor
         self.flip = flip
 
     def __call__(self, data, label, draws):
@@ -101,18 +76,17 @@ class TrainTransform:
         col = 0
         if self.flip and draws[3] < 0.5:
             image, label, col = cv2.flip(image, 1), cv2.flip(label, 1), crop - w
-        out_image = np.zeros((3, crop, crop), np.float32)
-        normalize(image, self.mean, self.std, out=out_image[:, :, col:])
-        out_label = np.full((crop, crop), self.ignore_label, np.int32)
+        prep = self.preprocessor
+        out_image = np.full((3, crop, crop), prep.image_pad, np.float32)
+        prep.normalize(image, out=out_image[:, :, col:])
+        out_label = np.full((crop, crop), prep.label_pad, np.int32)
         out_label[:h, col:col + w] = label
         return out_image, out_label
 
 
-class EvalTransform:
-    """decode -> normalise, at the original size (padding is the predictor's job)."""
+def decode_sample(data, label):
+    """(HxWx3 uint8 BGR image, HW int32 label) at the original size: the eval pipeline's map.
 
-    def __init__(self, mean, std):
-        self.mean, self.std = mean, std
-
-    def __call__(self, data, label):
-        return normalize(decode_image(data), self.mean, self.std), decode_label(label).astype(np.int32)
+    Normalisation and padding are the predictor's (see predict.Predictor), as for every image it sees.
+    """
+    return decode_image(data), decode_label(label).astype(np.int32)

@@ -12,7 +12,7 @@ from mindspore import nn, ops
 
 from ..architecture import ARCHS, FC_CHANNELS, STRIDE, scaled
 from ..errors import FCNError
-from . import onednn
+from . import kernel_probe, onednn
 from .layers import FastGradConv2d
 from .vgg import conv_bn_relu_block, vgg16_bn_blocks
 
@@ -96,26 +96,35 @@ class FCN(nn.Cell):
         return out
 
 
-def resolve_backbone_impl(impl):
-    """(impl, note): "auto" becomes "onednn" on CPU where the oneDNN kernels build and load, else "fast".
+def resolve_backbone_impl(impl, width=1.0):
+    """(impl, note): what ``model.backbone_impl`` means here; the note says what was chosen and why, for the log.
 
-    The note says what was chosen and why, for the log. An explicit "onednn" that cannot load is an FCNError.
+    "auto" on CPU where the oneDNN kernels build and load: per block, whichever kernels measured faster
+    on this host for this width (kernel_probe; a tuple of block impls); elsewhere "fast". An explicit
+    "onednn" that cannot load is an FCNError.
     """
     target = ms.get_context("device_target")
     if impl in ("auto", "onednn"):
         usable, why = (False, f"CPU only, the device is {target}") if target != "CPU" else onednn.available()
         if usable:
             kernel = onednn.kernel_name("forward", 1, 64, 64, 64, 64, 3)
-            return "onednn", f"convolutions: oneDNN channels-last kernels ({kernel})"
+            if impl == "onednn":
+                return "onednn", f"convolutions: oneDNN channels-last kernels ({kernel})"
+            impls, measured = kernel_probe.choose_block_impls(width)
+            chosen = ", ".join(f"conv{i + 1} {'oneDNN' if b == 'onednn' else 'MindSpore'}" for i, b in enumerate(impls))
+            return impls, f"convolutions: {chosen} (oneDNN kernels {kernel}; {measured})"
         if impl == "onednn":
             raise FCNError(f"model.backbone_impl onednn: {why}")
         return "fast", f"convolutions: MindSpore's (oneDNN custom kernels not used: {why})"
     return impl, f"convolutions: MindSpore's ({impl})"
 
 
-def build_model(model_cfg, log=None):
-    """The network described by the ``model`` config section; ``log`` gets one line on the kernels chosen."""
-    backbone_impl, note = resolve_backbone_impl(model_cfg.backbone_impl)
+def build_model(model_cfg, log=None, backbone_impl=None):
+    """The network described by the ``model`` config section; ``log`` gets one line on the kernels chosen.
+
+    ``backbone_impl`` replaces ``model_cfg.backbone_impl`` (export builds with MindSpore's own kernels).
+    """
+    backbone_impl, note = resolve_backbone_impl(backbone_impl or model_cfg.backbone_impl, model_cfg.width)
     if log is not None:
         log.info(note)
     return FCN(model_cfg.arch, model_cfg.num_classes, model_cfg.width, model_cfg.deconv_init, model_cfg.conv6_impl,
