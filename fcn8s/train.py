@@ -6,7 +6,6 @@ val images -> ``last.ckpt`` (model + optimizer + state), ``best.ckpt`` by val mI
 ``epoch_NNNN.ckpt``. ``--resume`` continues from ``last.ckpt`` at the same step, LR position,
 optimizer state and best mIoU.
 """
-import json
 import math
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import load_weights, read_checkpoint, save_checkpoint, training_state
+from .checkpoint import load_optimizer_state, load_weights, read_checkpoint, training_state
 from .config import dump_config, save_config
 from .data.dataset import create_eval_dataset, create_train_dataset
 from .device import init_distributed, loss_scale_manager, setup_device
@@ -23,42 +22,78 @@ from .evaluate import SCORE_NAMES, confusion_over_dataset, format_scores, mindre
 from .log import get_logger
 from .models import build_model
 from .optim import Momentum
-from .predict import Predictor, mindspore_forward
+from .predict import Predictor
+from .rundir import RunDir
+from .runtime import MindSporeModel
 from .schedule import lr_per_step
 from .visualize import plot_training_curves
+from .weights_import import read_pretrained
 
 
-def _initialise(net, optimizer, cfg, output_dir, log):
+def _read_resume_checkpoint(resume, run, log):
+    """(path, contents, state) of the checkpoint to resume from, or None for a new run.
+
+    ``auto`` tries the run's own checkpoints newest first; one that fails its CRC or cannot be read
+    is skipped with one line naming it and the one used instead. An explicit path must be good.
+    """
+    candidates = run.resume_candidates() if resume == "auto" else [Path(resume)]
+    if not candidates:
+        log.info(f"resume: no checkpoint in {run.dir} yet, starting a new run")
+        return None
+    for i, path in enumerate(candidates):
+        try:
+            ckpt = read_checkpoint(path)
+            state = training_state(ckpt)
+            if "epoch" not in state:
+                raise FCNError(f"{path}: not a training checkpoint (no train_state.epoch); use --init to start "
+                               f"from its weights")
+            return path, ckpt, state
+        except FCNError as exc:
+            if i + 1 == len(candidates):
+                raise
+            log.warning(f"{exc}; resuming from {candidates[i + 1]} instead")
+    raise AssertionError("unreachable")
+
+
+def _initialise(net, optimizer, cfg, run, log):
     """Resume, or start from a full checkpoint, a backbone checkpoint or scratch; returns the state."""
     t = cfg.train
-    resume = t.resume
-    if resume == "auto":
-        resume = output_dir / "last.ckpt"
-        if not resume.is_file():
-            log.info(f"resume: no {resume} yet, starting a new run")
-            resume = None
-    if resume:
-        import mindspore as ms
-        ckpt = read_checkpoint(resume)
-        state = training_state(ckpt)
-        if "epoch" not in state:
-            raise FCNError(f"{resume}: not a training checkpoint (no train_state.epoch); use --init to start "
-                           f"from its weights")
-        load_weights(net, resume)
-        optimizer_state = {k: v for k, v in ckpt.items() if k.startswith("moments.") or k == "global_step"}
-        missing, _ = ms.load_param_into_net(optimizer, optimizer_state)
-        if any(m.startswith("moments.") or m == "global_step" for m in missing):
-            raise FCNError(f"{resume}: optimizer state missing ({len(missing)} tensors); cannot resume exactly")
-        log.info(f"resumed from {resume}: epoch {state['epoch']}, step {state['step']}, "
+    found = _read_resume_checkpoint(t.resume, run, log) if t.resume else None
+    if found:
+        path, ckpt, state = found
+        load_weights(net, path, ckpt=ckpt)
+        load_optimizer_state(optimizer, path, ckpt)
+        log.info(f"resumed from {path}: epoch {state['epoch']}, step {state['step']}, "
                  f"best mIoU {state['best_miou']:.4f}")
+        _repair_best(net, state, run, log)
         return state
     if t.init:
         log.info(load_weights(net, t.init, reinit_head=t.reinit_head).summary(t.init))
     elif t.pretrained:
-        log.info(load_weights(net, t.pretrained, backbone_only=True).summary(t.pretrained) + " (backbone)")
+        ckpt = read_pretrained(t.pretrained, log)   # a torchvision/timm file is converted here, and reported
+        log.info(load_weights(net, t.pretrained, backbone_only=True, ckpt=ckpt).summary(t.pretrained) + " (backbone)")
     else:
         log.info("initialisation: from scratch (no train.pretrained / train.init)")
     return {"epoch": 0, "step": 0, "best_miou": -1.0, "best_epoch": 0}
+
+
+def _repair_best(net, state, run, log):
+    """Rewrite best.ckpt when a run stopped between saving last.ckpt and best.ckpt of its best epoch.
+
+    last.ckpt is written first and records the best epoch; when that epoch is the resumed one, the
+    weights just loaded are the best ones, so a stale or missing best.ckpt is rebuilt from them.
+    """
+    if not run.is_main or state["best_epoch"] != state["epoch"] or state["epoch"] == 0:
+        return
+    best = run.dir / "best.ckpt"
+    try:
+        recorded = training_state(read_checkpoint(best)).get("best_epoch")
+    except FCNError:
+        recorded = None
+    if recorded != state["best_epoch"]:
+        log.warning(f"{best}: not the best epoch {state['best_epoch']} that the resumed checkpoint records; "
+                    f"rewriting it from that checkpoint")
+        run.save("best.ckpt", net.get_parameters(), state)
 
 
 def build_train_step(net, cfg, setup, lr, log):
@@ -82,49 +117,39 @@ def build_train_step(net, cfg, setup, lr, log):
     return step, optimizer
 
 
-class _Run:
-    """Where a run writes: the JSON-lines log, checkpoints and plots (rank 0 only)."""
+def train(cfg, force=False):
+    """Train as ``cfg`` says; returns a dict with the final state and the output directory.
 
-    def __init__(self, output_dir, is_main):
-        self.dir = output_dir
-        self.is_main = is_main
-        self.log_path = output_dir / "log.jsonl"
-
-    def record(self, entry):
-        if self.is_main:
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    def save(self, name, params, state):
-        if self.is_main:
-            save_checkpoint(params, self.dir / name, state)
-
-    def prune(self, keep):
-        if self.is_main:
-            for old in sorted(self.dir.glob("epoch_*.ckpt"))[:-keep]:
-                old.unlink()
-
-
-def train(cfg):
-    """Train as ``cfg`` says; returns a dict with the final state and the output directory."""
-    import mindspore as ms
-    import mindspore.dataset as ds
+    ``force``: start a new run in an output folder that holds an earlier one (its files are removed).
+    """
     log = get_logger()
     t = cfg.train
     setup = setup_device(cfg.device)
     rank, group_size = init_distributed()
-    output_dir = Path(t.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(output_dir, rank == 0)
+    run = RunDir(t.output_dir, rank == 0).open(t.resume, force)
+    try:
+        return _train(cfg, setup, rank, group_size, run, log)
+    finally:
+        run.close()
+
+
+def _train(cfg, setup, rank, group_size, run, log):
+    import mindspore as ms
+    import mindspore.dataset as ds
+    t = cfg.train
+    output_dir = run.dir
     if rank == 0:
         save_config(cfg, output_dir / "config.yaml")
     log.info("effective config (saved to %s):\n%s", output_dir / "config.yaml", dump_config(cfg).rstrip())
-    ms.set_seed(t.seed)          # weights
-    ds.config.set_seed(t.seed)   # shuffling (augmentation draws are seeded below)
+    ms.set_seed(t.seed)          # weights: MindSpore's seed and, for its initializers, numpy's global one
+    np.random.seed(t.seed)
+    ds.config.set_seed(t.seed)   # the pipeline's own randomness (the order and the draws are seeded per epoch)
 
-    train_data = create_train_dataset(cfg.data, t.batch_size, num_shards=group_size if group_size > 1 else None,
-                                      shard_id=rank if group_size > 1 else None, seed=t.seed + rank)
-    steps_per_epoch = train_data.get_dataset_size()
+    def epoch_batches(epoch):
+        return create_train_dataset(cfg.data, t.batch_size, num_shards=group_size if group_size > 1 else None,
+                                    shard_id=rank if group_size > 1 else None, seed=t.seed, epoch=epoch)
+
+    steps_per_epoch = epoch_batches(1).get_dataset_size()
     if steps_per_epoch == 0:
         raise FCNError(f"{cfg.data.train}: fewer images than one batch of {t.batch_size}"
                        f"{f' per device ({group_size} devices)' if group_size > 1 else ''}")
@@ -136,24 +161,25 @@ def train(cfg):
 
     net = build_model(cfg.model, log)
     step_fn, optimizer = build_train_step(net, cfg, setup, lr, log)
-    state = _initialise(net, optimizer, cfg, output_dir, log)
+    state = _initialise(net, optimizer, cfg, run, log)
+    run.truncate_log(state["epoch"])
     start_epoch = state["epoch"]
     if start_epoch >= t.epochs:
         log.info(f"nothing to do: already trained {start_epoch} of {t.epochs} epochs")
         return {"state": state, "output_dir": output_dir}
-    predictor = Predictor.from_config(mindspore_forward(net), cfg)
+    predictor = Predictor.from_config(MindSporeModel(net), cfg)
     log.info(f"training {t.epochs - start_epoch} epochs x {steps_per_epoch} steps, batch {t.batch_size}"
              f"{f' x {group_size} devices' if group_size > 1 else ''}, crop {cfg.data.crop_size}, "
              f"output {output_dir}")
 
-    batches = train_data.create_tuple_iterator(num_epochs=t.epochs - start_epoch)
     step = state["step"]
     for epoch in range(start_epoch + 1, t.epochs + 1):
         net.set_train(True)
         losses, epoch_start = [], time.time()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}", leave=False,
                    disable=None if rank == 0 else True)
-        for i, (images, labels) in enumerate(batches):  # the iterator stops at each epoch's end
+        batches = epoch_batches(epoch).create_tuple_iterator(num_epochs=1)
+        for i, (images, labels) in enumerate(batches):
             step_start = time.time()
             out = step_fn(images, labels)
             loss = float((out[0] if isinstance(out, tuple) else out).asnumpy())
@@ -187,12 +213,14 @@ def train(cfg):
             summary += f"; val {format_scores(scores)}"
             if scores["mean_iou"] > state["best_miou"]:
                 state.update(best_miou=scores["mean_iou"], best_epoch=epoch)
-                run.save("best.ckpt", net.get_parameters(), state)
                 summary += " (best)"
         log.info(summary)
+        # last.ckpt first: it records the best epoch, so a stop before best.ckpt is repaired on resume
         run.save("last.ckpt", step_fn.get_parameters(), state)
+        if state["best_epoch"] == epoch:
+            run.save("best.ckpt", net.get_parameters(), state)
         if epoch % t.save_interval == 0:
-            run.save(f"epoch_{epoch:04d}.ckpt", net.get_parameters(), state)
+            run.save(f"epoch_{epoch:04d}.ckpt", step_fn.get_parameters(), state)
             run.prune(t.keep_checkpoint_max)
         if rank == 0:
             plot_training_curves(run.log_path, output_dir)

@@ -190,6 +190,23 @@ def test_checksum_mismatch_names_file_and_both_digests(server, tmp_path, monkeyp
     assert list(cache.iterdir()) == []  # neither the final file nor the .part
 
 
+def test_published_checksum_prefix_is_checked(server, tmp_path, monkeypatch):
+    """torchvision publishes only the first 8 hex digits of a file's sha256 (in its name)."""
+    (server.root / "weights.ckpt").write_bytes(WEIGHTS)
+    digest = hashlib.sha256(WEIGHTS).hexdigest()
+    for prefix, ok in ((digest[:8], True), (f"{int(digest[:8], 16) ^ 1:08x}", False)):
+        _set_registry(monkeypatch, Resource("weights", "https://example.invalid/w", "weights.ckpt", "g",
+                                            checksum="sha256:" + prefix))
+        cache = tmp_path / prefix
+        if ok:
+            assert download_resources(["weights"], cache) == 0
+            assert (cache / "weights.ckpt").read_bytes() == WEIGHTS
+        else:
+            with pytest.raises(FCNError, match=f"sha256 mismatch: expected {prefix}, got {digest}"):
+                download_resources(["weights"], cache)
+            assert list(cache.iterdir()) == []
+
+
 def test_http_404_names_the_url_and_keeps_nothing_half_done(resources, server, tmp_path):
     (server.root / "weights.ckpt").unlink()
     with pytest.raises(FCNError, match=r"http://127\.0\.0\.1:\d+/weights\.ckpt: HTTP 404") as err:
@@ -282,7 +299,8 @@ def test_groups_select_the_published_resources():
     assert files("tutorial") == ["dataset_fcn8s.tar", "fcn8s_vgg16_pretrain.ckpt", "FCN8s.ckpt"]
     assert files("checkpoints") == ["fcn8s_vgg16_pretrain.ckpt", "FCN8s.ckpt"]
     assert files("voc2012", "sbd") == ["VOCtrainval_11-May-2012.tar", "benchmark.tgz"]
-    assert files("all") == [r.file for r in download.RESOURCES] and len(files("all")) == 5
+    assert files("imagenet") == ["vgg16_bn-6c64b313.pth"]
+    assert files("all") == [r.file for r in download.RESOURCES] and len(files("all")) == 6
     assert files("FCN8s.ckpt", "checkpoints") == ["fcn8s_vgg16_pretrain.ckpt", "FCN8s.ckpt"]
     voc = download.select_resources(["voc2012"])[0]
     assert (voc.size, voc.checksum) == (1999639040, "md5:6cd6e144f989b92b3379bac3b3de84fd")
@@ -294,7 +312,7 @@ def test_list_prints_every_resource(capsys, monkeypatch):
     out = capsys.readouterr().out
     for resource in download.RESOURCES:
         assert resource.name in out and resource.url in out
-    assert "groups: checkpoints, sbd, tutorial (+checkpoints), voc2012, all" in out
+    assert "groups: checkpoints, imagenet, sbd, tutorial (+checkpoints), voc2012, all" in out
     assert not Path("unused").exists()
 
 

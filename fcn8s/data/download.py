@@ -48,7 +48,7 @@ class Resource:
     group: str
     kind: str = "file"               # "archive" (a tar, unpacked unless --no-extract) or "file"
     size: Optional[int] = None       # bytes, None when not published
-    checksum: Optional[str] = None   # "md5:<hex>" or "sha256:<hex>", None when not published
+    checksum: Optional[str] = None   # "md5:<hex>" or "sha256:<hex>" (or its published prefix), None if unknown
 
 
 _TUTORIAL_BASE = "https://obs.dualstack.cn-north-4.myhuaweicloud.com/mindspore-website/notebook/datasets/"
@@ -66,6 +66,10 @@ RESOURCES = (
     Resource("sbd_benchmark",
              "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
              "benchmark.tgz", "sbd", "archive", checksum="md5:82b4d87ceb2ed10f6038a1cba92111cb"),
+    # ImageNet vgg16_bn for `fcn8s import-weights`; torchvision publishes the first 8 hex digits of
+    # the sha256 in the file name (and checks only those), so that prefix is what is checked here
+    Resource("torchvision_vgg16_bn", "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
+             "vgg16_bn-6c64b313.pth", "imagenet", checksum="sha256:6c64b313"),
 )
 
 # A group may include other groups: the tutorial needs its dataset and both checkpoints.
@@ -124,7 +128,8 @@ def _new_hasher(resource):
     return hashlib.new(resource.checksum.split(":", 1)[0]) if resource.checksum else None
 
 
-def _hash_file(hasher, path):
+def hash_file(hasher, path):
+    """``hasher`` updated with the bytes of ``path``, read in chunks (checkpoints and archives are large)."""
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             hasher.update(chunk)
@@ -132,7 +137,12 @@ def _hash_file(hasher, path):
 
 
 def _file_digest(path, resource):
-    return _hash_file(_new_hasher(resource), path).hexdigest()
+    return hash_file(_new_hasher(resource), path).hexdigest()
+
+
+def _digest_matches(digest, resource):
+    """True when ``digest`` (hex) is the resource's checksum, or starts with it where only a prefix is published."""
+    return digest.startswith(resource.checksum.split(":", 1)[1])
 
 
 def _checksum_note(resource):
@@ -145,7 +155,7 @@ def _is_present(path, resource):
         return False
     if resource.size is not None and path.stat().st_size != resource.size:
         return False
-    return resource.checksum is None or _file_digest(path, resource) == resource.checksum.split(":", 1)[1]
+    return resource.checksum is None or _digest_matches(_file_digest(path, resource), resource)
 
 
 def _open(url, offset):
@@ -188,7 +198,7 @@ def _stream(url, part, resource):
         break
     hasher = _new_hasher(resource)
     if hasher and offset:
-        _hash_file(hasher, part)
+        hash_file(hasher, part)
     length = response.headers.get("Content-Length")
     expected = offset + int(length) if length and length.isdigit() else resource.size
     received = offset
@@ -229,7 +239,7 @@ def fetch_resource(resource, cache_dir):
         raise FCNError(f"{final}: size mismatch: expected {resource.size} bytes, got {size} (from {url})")
     if resource.checksum:
         algo, want = resource.checksum.split(":", 1)
-        if digest != want:
+        if not _digest_matches(digest, resource):
             part.unlink()
             raise FCNError(f"{final}: {algo} mismatch: expected {want}, got {digest} (from {url})")
     os.replace(part, final)
