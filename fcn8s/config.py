@@ -159,13 +159,26 @@ def resolve_config_path(name):
     raise FCNError(f"{name}: config file not found")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path):
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise FCNError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
@@ -248,7 +261,8 @@ def _check_value(name, value, source):
         raise FCNError(f"{source}: {name} may not be null (expected {key.type.__name__})")
     checked = _as_type(value, key.type)
     if checked is None:
-        raise FCNError(f"{source}: {name} = {value!r} is not a {key.type.__name__}")
+        kind = key.type.__name__
+        raise FCNError(f"{source}: {name} = {value!r} is not {'an' if kind[0] in 'aeiou' else 'a'} {kind}")
     if key.item_type is not None:
         checked = [_as_type(item, key.item_type) for item in value]
         if None in checked:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FCNError
-from .fileio import refuse_existing
+from .fileio import make_output_dir, refuse_existing
 from .log import get_logger
 from .runtime import MindirModel, OnnxModel, load_model
 
@@ -44,11 +44,11 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
                        "pip install 'fcn8s[onnx]'")
     if batch < 1 or min(size) < 1:
         raise FCNError(f"--batch {batch} --size {size[0]} {size[1]}: must be positive")
+    make_output_dir(output.parent)   # before minutes of loading and verifying, not after
     model = load_model(cfg, ckpt, mindspore_kernels_only=True)
     net = model.net
     images = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
     expected = model.forward(images)
-    output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         if fmt == "ONNX":

@@ -19,6 +19,14 @@ def refuse_existing(path, force):
         raise FCNError(f"{path}: already exists (use --force to overwrite)")
 
 
+def make_output_dir(path):
+    """Create the output folder ``path`` (and its parents); FCNError naming it if that is impossible."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FCNError(f"{path}: cannot create the output folder ({exc.strerror or exc})") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path, mode=None):
     """Yield a temporary path next to ``path``; on success rename it onto ``path``, with permissions ``mode``

@@ -13,7 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import FCNError
-from .fileio import atomic_write_bytes, refuse_existing
+from .data.voc import BadSample, open_fully
+from .fileio import atomic_write_bytes, make_output_dir, refuse_existing
 from .log import get_logger
 from .segmenter import Segmenter
 from .visualize import colorize, index_png_bytes, png_bytes
@@ -39,8 +40,19 @@ def collect_images(inputs):
 
 
 def read_image(path):
-    """(BGR uint8 image, note or None). Grayscale, alpha and 16-bit images are converted, with a note."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    """(BGR uint8 image, note or None). Grayscale, alpha and 16-bit images are converted, with a note.
+
+    A file that does not decode to its end (a truncated JPEG) is refused, as ``convert`` refuses it:
+    OpenCV would decode what it can, fill the rest with grey and only warn.
+    """
+    try:
+        data = Path(path).read_bytes()
+        open_fully(data, path, "image")
+    except OSError as exc:
+        raise ValueError(f"unreadable image ({exc.strerror or exc})") from None
+    except BadSample as exc:
+        raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError("unreadable image")
     notes = []
@@ -84,6 +96,7 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
             if path.resolve() in sources:
                 raise FCNError(f"{path}: is an input image; choose another --output folder")
             refuse_existing(path, force)
+    make_output_dir(output_dir)
     segmenter = Segmenter(ckpt, cfg, channel_order="rgb")
     written = 0
     for image_path in tqdm(images, desc="infer", unit="img", disable=None):

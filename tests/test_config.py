@@ -73,7 +73,7 @@ def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("train.lrr=0.1", "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
     ("train.lr=fast", "train.lr = 'fast' is not a float"),
-    ("train.batch_size=2.5", "train.batch_size = 2.5 is not a int"),
+    ("train.batch_size=2.5", "train.batch_size = 2.5 is not an int"),
     ("data.shuffle=1", "data.shuffle = 1 is not a bool"),
     ("model.arch=fcn4s", "model.arch = 'fcn4s'; choose one of fcn8s, fcn16s, fcn32s"),
     ("train.batch_size=0", "train.batch_size = 0 must be positive"),
@@ -82,7 +82,7 @@ def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
     ("data.mean=[1, 2]", "data.mean needs 3 values"),
     ("data.mean=[1, 2, x]", "data.mean = [1, 2, 'x'] is not a list of float"),
     ("demo.image_size=[160, 1.5]", "demo.image_size = [160, 1.5] is not a list of int"),
-    ("eval.window=1.5", "eval.window = 1.5 is not a int"),
+    ("eval.window=1.5", "eval.window = 1.5 is not an int"),
     ("data.min_scale=3", "data.min_scale (3.0) is above data.max_scale (2.0)"),
 ])
 def test_bad_overrides_name_key_value_and_expectation(override, message):
@@ -106,6 +106,14 @@ def test_file_errors_name_the_file(tmp_path):
     scalar = _write(tmp_path / "scalar.yaml", "42\n")
     with pytest.raises(FCNError, match="must be a mapping"):
         load_config(scalar)
+    listed = _write(tmp_path / "list.yaml", "- train\n- lr\n")
+    with pytest.raises(FCNError, match="list.yaml: a config must be a mapping of sections, got list"):
+        load_config(listed)
+    twice = _write(tmp_path / "twice.yaml", "train:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n")
+    with pytest.raises(FCNError, match=r"twice.yaml: invalid YAML at line 4: duplicate key 'lr'"):
+        load_config(twice)
+    empty = _write(tmp_path / "empty.yaml", "")
+    assert load_config(empty).to_dict() == load_config(None).to_dict()   # an empty file sets nothing
 
 
 def test_dump_round_trips(tmp_path):

@@ -221,6 +221,8 @@ def test_infer_handles_gray_rgba_unreadable_and_existing_outputs(odd_data, tmp_p
     cv2.imwrite(str(src / "rgba.png"), np.full((33, 47, 4), 200, np.uint8))
     cv2.imwrite(str(src / "wide16.png"), np.full((20, 30, 3), 40000, np.uint16))
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    whole = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8))[1].tobytes()
+    (src / "cut.jpg").write_bytes(whole[:len(whole) // 2])   # OpenCV alone would decode it, half grey
     cfg = config(odd_data)
     out = tmp_path / "out"
     code = infer(cfg, odd_data / "model.ckpt", [str(src)], out)
@@ -228,10 +230,11 @@ def test_infer_handles_gray_rgba_unreadable_and_existing_outputs(odd_data, tmp_p
     assert code == 1
     assert "gray.png: converted (grayscale to colour)" in log and "rgba.png: converted (alpha channel dropped)" in log
     assert "wide16.png: converted (16-bit to 8-bit)" in log
-    assert "skipped" in log and "broken.jpg: unreadable image" in log
+    assert "skipped" in log and "broken.jpg: unreadable or truncated image" in log
+    assert "cut.jpg: unreadable or truncated image (image file is truncated" in log
     for stem, shape in (("gray", (40, 50)), ("rgba", (33, 47)), ("wide16", (20, 30))):
         assert np.array(Image.open(out / f"{stem}_label.png")).shape == shape
-    assert not (out / "broken_label.png").exists()
+    assert not (out / "broken_label.png").exists() and not (out / "cut_label.png").exists()
     before = (out / "gray_label.png").read_bytes()
     code = main(["infer", "--ckpt", str(odd_data / "model.ckpt"), str(src / "gray.png"), "-o", str(out),
                  "--set", f"model.num_classes={NUM_CLASSES}", "--set", "model.width=0.0625"])

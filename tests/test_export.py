@@ -25,6 +25,10 @@ def test_mindir_export_is_verified_and_not_overwritten(tiny_ckpt, tmp_path, caps
     assert "model.mindir: already exists (use --force to overwrite)" in capsys.readouterr().err
     assert (tmp_path / "model.mindir").stat().st_mtime_ns == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.mindir", "w.ckpt"]
+    blocked = tmp_path / "w.ckpt" / "sub" / "model"      # a folder that cannot be made: under a file
+    assert main(["export", "--ckpt", str(tiny_ckpt), "-o", str(blocked), *TINY]) == 2
+    assert capsys.readouterr().err.strip() == (f"fcn8s: error: {blocked.parent}: cannot create the output folder "
+                                               f"(Not a directory)")
 
 
 @pytest.mark.parametrize("arch", ["fcn8s", "fcn16s", "fcn32s"])

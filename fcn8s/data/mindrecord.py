@@ -13,7 +13,7 @@ import cv2
 from tqdm import tqdm
 
 from ..errors import FCNError
-from ..fileio import atomic_write_text, refuse_existing
+from ..fileio import atomic_write_text, make_output_dir, refuse_existing
 from ..log import get_logger
 from .voc import BadSample, load_sample, split_samples
 
@@ -80,7 +80,7 @@ def convert_voc(voc_root, output, sbd_root=None, shards=1, num_classes=21, skip_
     output = Path(output)
     for existing in existing_outputs(output):
         refuse_existing(existing, force)
-    output.mkdir(parents=True, exist_ok=True)
+    make_output_dir(output)
     log = get_logger()
     staging = Path(tempfile.mkdtemp(prefix=".convert.", dir=output))
     try:

@@ -104,7 +104,8 @@ def split_samples(voc_root, sbd_root=None):
     return {"train": train, "val": val}
 
 
-def _open_image(data, path, what):
+def open_fully(data, path, what):
+    """The Pillow image of encoded ``data``, decoded to its end; BadSample if unreadable or truncated."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()  # decodes fully: truncated files fail here
@@ -115,7 +116,7 @@ def _open_image(data, path, what):
 
 def check_image(data, path):
     """(height, width) of an encoded 8-bit 3-channel image; BadSample otherwise."""
-    image = _open_image(data, path, "image")
+    image = open_fully(data, path, "image")
     if image.mode != "RGB":
         kind = {"L": "grayscale", "LA": "grayscale with alpha", "RGBA": "RGBA", "P": "palette", "CMYK": "CMYK",
                 "I;16": "16-bit", "I": "32-bit integer", "F": "floating-point"}.get(image.mode, image.mode)
@@ -132,7 +133,7 @@ def read_label(path, data=None):
             return np.ascontiguousarray(loadmat(str(path))["GTcls"]["Segmentation"][0][0], dtype=np.uint8)
         except (OSError, KeyError, IndexError, ValueError, TypeError) as exc:
             raise BadSample(f"{path}: unreadable SBD label ({exc})") from None
-    image = _open_image(path.read_bytes() if data is None else data, path, "label")
+    image = open_fully(path.read_bytes() if data is None else data, path, "label")
     if image.mode not in ("P", "L"):
         hint = " (a colour-coded picture, not class indices?)" if image.mode in ("RGB", "RGBA") else ""
         raise BadSample(f"{path}: label mode {image.mode}{hint}; expected an 8-bit palette or gray PNG")
