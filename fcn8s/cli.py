@@ -132,6 +132,17 @@ def get_args_parser():
     p.add_argument("path", help="VOC root (VOCdevkit/VOC2012 or a folder containing it) or a .mindrecord file")
     p.add_argument("--num-classes", type=int, default=21)
 
+    p = sub.add_parser("launch", help="fcn8s train as data-parallel worker processes (msrun), on one or more nodes",
+                       description="Runs `fcn8s train TRAIN_ARGS` in --workers processes per node through msrun. "
+                                   "Example: fcn8s launch --workers 2 -- -c demo --output-dir runs/dp")
+    p.add_argument("--workers", type=int, required=True, help="worker processes on this node (one per device)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes in the job (default 1)")
+    p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nodes-1 (default 0)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of node 0 (default 127.0.0.1)")
+    p.add_argument("--master-port", type=int, help="scheduler port (default: a free one; 8118 with several nodes)")
+    p.add_argument("--log-dir", default="msrun_logs", help="folder for worker_<rank>.log (default msrun_logs)")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of fcn8s train")
+
     p = sub.add_parser("demo", help="synthetic data -> convert -> train -> eval -> infer, in one command")
     p.add_argument("--output-dir", default="demo_out", help="everything the demo makes goes here")
     p.add_argument("--config", "-c", default="demo", help="training config (default demo, the shipped demo.yaml)")
@@ -204,6 +215,10 @@ def _run(args):
     if command == "demo":
         from .demo import demo
         return demo(args.output_dir, config=args.config, overrides=args.overrides, force=args.force)
+    if command == "launch":
+        from .launch import launch
+        return launch(args.workers, args.nodes, args.node_rank, args.master_addr, args.master_port, args.log_dir,
+                      args.train_args)
     if command == "bench":
         from .bench import bench
         return bench(args)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from .checkpoint import save_checkpoint
 from .errors import FCNError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, make_output_dir
 from .log import get_logger
 
 # What a run writes; --force removes exactly these.
-RUN_FILES = ("config.yaml", "log.jsonl", "last.ckpt", "best.ckpt", "epoch_*.ckpt", "loss.png", "miou.png")
+RUN_FILES = ("config.yaml", "log.jsonl", "last.ckpt", "best.ckpt", "epoch_*.ckpt", "loss.png", "miou.png",
+             "ranks/rank_*.json")
 LOCK_NAME = ".lock"
 
 
@@ -49,10 +50,7 @@ class RunDir:
         """Lock the folder, then refuse an earlier run (unless resumed), or clear it with ``force``."""
         if not self.is_main:
             return self
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FCNError(f"{self.dir}: cannot create the output folder ({exc.strerror or exc})") from None
+        make_output_dir(self.dir)
         earlier = self.existing_files()
         if earlier and not resume and not force:   # refused before anything is written there
             self._refuse_if_locked()

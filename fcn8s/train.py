@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from .checkpoint import load_optimizer_state, load_weights, read_checkpoint, training_state
 from .config import dump_config, save_config
-from .data.dataset import create_eval_dataset, create_train_dataset
+from .data.dataset import create_eval_dataset, create_train_dataset, epoch_rows
+from .data.mindrecord import resolve_mindrecord
 from .device import init_distributed, loss_scale_manager, setup_device
 from .errors import FCNError
 from .evaluate import SCORE_NAMES, confusion_over_dataset, format_scores, mindrecord_items
@@ -23,6 +24,7 @@ from .log import get_logger
 from .models import build_model
 from .optim import Momentum
 from .predict import Predictor
+from .ranks import record_and_compare
 from .rundir import RunDir
 from .runtime import MindSporeModel
 from .schedule import lr_per_step
@@ -124,6 +126,9 @@ def train(cfg, force=False):
     """
     log = get_logger()
     t = cfg.train
+    for records in (cfg.data.train, cfg.data.val if t.eval_interval > 0 else None):
+        if records:
+            resolve_mindrecord(records)   # a missing data file is named before anything is written
     setup = setup_device(cfg.device)
     rank, group_size = init_distributed()
     run = RunDir(t.output_dir, rank == 0).open(t.resume, force)
@@ -145,9 +150,10 @@ def _train(cfg, setup, rank, group_size, run, log):
     np.random.seed(t.seed)
     ds.config.set_seed(t.seed)   # the pipeline's own randomness (the order and the draws are seeded per epoch)
 
+    shards = {"num_shards": group_size, "shard_id": rank} if group_size > 1 else {}
+
     def epoch_batches(epoch):
-        return create_train_dataset(cfg.data, t.batch_size, num_shards=group_size if group_size > 1 else None,
-                                    shard_id=rank if group_size > 1 else None, seed=t.seed, epoch=epoch)
+        return create_train_dataset(cfg.data, t.batch_size, seed=t.seed, epoch=epoch, **shards)
 
     steps_per_epoch = epoch_batches(1).get_dataset_size()
     if steps_per_epoch == 0:
@@ -224,6 +230,9 @@ def _train(cfg, setup, rank, group_size, run, log):
             run.prune(t.keep_checkpoint_max)
         if rank == 0:
             plot_training_curves(run.log_path, output_dir)
+    if group_size > 1:
+        rows = {epoch: epoch_rows(cfg.data, epoch, t.seed, **shards) for epoch in range(start_epoch + 1, t.epochs + 1)}
+        record_and_compare(output_dir, rank, group_size, rows, net.trainable_params())
     log.info(f"done: {state['epoch']} epochs, {state['step']} steps, best val mIoU {state['best_miou']:.4f} "
              f"(epoch {state['best_epoch']}); checkpoints in {output_dir}")
     return {"state": state, "output_dir": output_dir, "final_lr": float(lr[step - 1])}

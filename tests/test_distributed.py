@@ -1,32 +1,68 @@
+import json
 import os
+import signal
 import subprocess
 import sys
-from pathlib import Path
+import time
+
+import numpy as np
+import pytest
 
 from fcn8s.checkpoint import read_checkpoint, training_state
 from fcn8s.data.mindrecord import convert_voc
 from fcn8s.data.synth import make_synthetic_voc
 
-ROOT = Path(__file__).resolve().parent.parent
+
+@pytest.fixture(scope="module")
+def launch_args(tmp_path_factory):
+    """(`fcn8s launch` command for 2 workers of a tiny run, output folder, log folder)."""
+    root = tmp_path_factory.mktemp("dp")
+    voc = make_synthetic_voc(root, num_train=8, num_val=2, size=(64, 64), num_classes=3, seed=2)
+    convert_voc(voc, root / "mr", num_classes=3)
+
+    def command(name, *extra):
+        overrides = [f"data.train={root / 'mr' / 'train.mindrecord'}", f"data.val={root / 'mr' / 'val.mindrecord'}",
+                     f"train.output_dir={root / name}", "model.num_classes=3", "model.width=0.0625",
+                     "data.crop_size=64", "data.num_workers=1", "train.batch_size=2", "train.log_interval=1",
+                     "eval.canvas=64", "device.target=CPU", *extra]
+        return ([sys.executable, "-m", "fcn8s.cli", "launch", "--workers", "2", "--log-dir", str(root / f"{name}_logs"),
+                 "--", "-c", "demo", *sum((["--set", o] for o in overrides), [])], root / name, root / f"{name}_logs")
+    return command
 
 
-def test_msrun_two_workers_split_the_data_and_only_rank0_logs_and_saves(tmp_path):
-    voc = make_synthetic_voc(tmp_path, num_train=8, num_val=2, size=(64, 64), num_classes=3, seed=2)
-    convert_voc(voc, tmp_path / "mr", num_classes=3)
-    overrides = [f"data.train={tmp_path / 'mr' / 'train.mindrecord'}", f"data.val={tmp_path / 'mr' / 'val.mindrecord'}",
-                 f"train.output_dir={tmp_path / 'run'}", "model.num_classes=3", "model.width=0.0625",
-                 "data.crop_size=64", "data.num_workers=1", "train.batch_size=2", "train.epochs=1",
-                 "train.log_interval=1", "eval.canvas=64", "device.target=CPU"]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", LOG_DIR=str(tmp_path / "logs"),
-               MASTER_PORT="8127")
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "run_distributed.sh"), "2", "-c", "demo",
-                           *sum((["--set", o] for o in overrides), [])],
-                          capture_output=True, text=True, env=env, timeout=600)
-    rank0 = (tmp_path / "logs" / "worker_0.log").read_text()
-    rank1 = (tmp_path / "logs" / "worker_1.log").read_text()
-    assert proc.returncode == 0, rank0[-2000:] + rank1[-2000:]
+def test_two_workers_read_disjoint_rows_and_end_with_identical_weights(launch_args):
+    command, run, logs = launch_args("run", "train.epochs=2", "train.save_interval=1")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    rank0, rank1 = ((logs / f"worker_{r}.log").read_text() for r in (0, 1))
+    assert proc.returncode == 0, proc.stderr[-2000:] + rank0[-2000:] + rank1[-2000:]
     assert "data parallel: 2 workers (this is rank 0)" in rank0
-    assert "training 1 epochs x 2 steps, batch 2 x 2 devices" in rank0  # 8 images / (2 per step x 2 workers)
-    assert "[fcn8s]" not in rank1
-    state = training_state(read_checkpoint(tmp_path / "run" / "last.ckpt"))
-    assert state["epoch"] == 1 and state["step"] == 2
+    assert "training 2 epochs x 2 steps, batch 2 x 2 devices" in rank0   # 8 images / (2 per step x 2 workers)
+    assert "[fcn8s]" not in rank1                                         # only rank 0 logs
+    assert "data parallel: 2 ranks read disjoint rows and end with identical trained weights" in rank0
+    records = [json.loads((run / "ranks" / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    for epoch in ("1", "2"):
+        rows = [set(record["rows"][epoch]) for record in records]
+        assert len(rows[0]) == len(rows[1]) == 4 and not rows[0] & rows[1] and rows[0] | rows[1] == set(range(8))
+    assert records[0]["rows"]["1"] != records[0]["rows"]["2"]            # reshuffled each epoch
+    assert records[0]["sha256"] == records[1]["sha256"]
+    state = training_state(read_checkpoint(run / "last.ckpt"))
+    assert state["epoch"] == 2 and state["step"] == 4
+    first = read_checkpoint(run / "epoch_0001.ckpt")["conv1.0.weight"].asnumpy()
+    assert not np.array_equal(first, read_checkpoint(run / "last.ckpt")["conv1.0.weight"].asnumpy())
+
+
+def test_a_killed_worker_ends_the_job_with_an_error(launch_args):
+    command, run, logs = launch_args("killed", "train.epochs=200")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while "step 3/" not in ((logs / "worker_0.log").read_text() if (logs / "worker_0.log").exists() else ""):
+        assert time.time() < deadline and proc.poll() is None, "the job did not start training"
+        time.sleep(1)
+    worker = subprocess.run(["pgrep", "-f", f"msrun_worker.py train .*{run}"], capture_output=True, text=True)
+    os.kill(max(int(pid) for pid in worker.stdout.split()), signal.SIGKILL)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "a worker failed" in out

@@ -29,6 +29,12 @@ def epoch_indices(num_rows, epoch, seed, shuffle=True, num_shards=None, shard_id
     return order
 
 
+def epoch_rows(data_cfg, epoch, seed, num_shards=None, shard_id=None):
+    """The rows of ``data_cfg.train`` that one shard reads in ``epoch``, in order (see epoch_indices)."""
+    num_rows = _open(data_cfg.train, ["label"]).get_dataset_size()
+    return epoch_indices(num_rows, epoch, seed, data_cfg.shuffle, num_shards, shard_id)
+
+
 def create_train_dataset(data_cfg, batch_size, num_shards=None, shard_id=None, drop_remainder=True, seed=0,
                          epoch=1):
     """One epoch of shuffled, augmented, batched (image NCHW float32, label NHW int32) batches of ``data_cfg.train``.
@@ -41,8 +47,7 @@ def create_train_dataset(data_cfg, batch_size, num_shards=None, shard_id=None, d
     import mindspore.dataset as ds
     transform = TrainTransform(data_cfg.crop_size, data_cfg.min_scale, data_cfg.max_scale,
                                Preprocessor.from_config(data_cfg), data_cfg.flip)
-    num_rows = _open(data_cfg.train, ["label"]).get_dataset_size()
-    rows = epoch_indices(num_rows, epoch, seed, data_cfg.shuffle, num_shards, shard_id)
+    rows = epoch_rows(data_cfg, epoch, seed, num_shards, shard_id)
     dataset = _open(data_cfg.train, ["data", "label"], sampler=ds.SubsetSampler(rows.tolist()))
     dataset = dataset.map(operations=AugmentationDraws([seed, epoch, shard_id or 0]), input_columns=["label"],
                           output_columns=["label", "draws"], num_parallel_workers=1)

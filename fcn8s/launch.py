@@ -1,0 +1,60 @@
+"""``fcn8s launch``: ``fcn8s train`` as N data-parallel processes per node, through MindSpore's msrun.
+
+msrun runs ``python <script> <args>`` once per worker with the ``python`` found on PATH; the script is
+``msrun_worker.py`` beside this file and the python is the one running fcn8s (put first on PATH), so
+the fcn8s that is launched is the one the user runs, however it was installed. One node: a free port
+on this machine is picked unless ``--master-port`` is given. Several nodes: run the same command on
+each with its ``--node-rank`` and the first node's ``--master-addr``; rank 0 is on node 0.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import FCNError
+from .log import get_logger
+
+WORKER_SCRIPT = Path(__file__).resolve().with_name("msrun_worker.py")
+DEFAULT_PORT = 8118   # several nodes need a port agreed in advance
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, train_args):
+    """The msrun command line, and the port it uses; FCNError for values msrun would reject late."""
+    if workers < 1 or nodes < 1 or not 0 <= node_rank < nodes:
+        raise FCNError(f"--workers {workers} --nodes {nodes} --node-rank {node_rank}: need workers >= 1, "
+                       f"nodes >= 1 and 0 <= node-rank < nodes")
+    if nodes > 1 and master_addr in ("127.0.0.1", "localhost"):
+        raise FCNError("--master-addr: with several nodes, give the address of node 0 that the others can reach")
+    bin_dir = str(Path(sys.executable).parent)
+    msrun = shutil.which("msrun", path=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if msrun is None:
+        raise FCNError("msrun not found (it comes with MindSpore: pip install mindspore)")
+    port = master_port or (free_port() if nodes == 1 else DEFAULT_PORT)
+    command = [msrun, f"--worker_num={workers * nodes}", f"--local_worker_num={workers}",
+               f"--master_addr={master_addr}", f"--master_port={port}", f"--node_rank={node_rank}",
+               f"--log_dir={log_dir}", "--join=True", str(WORKER_SCRIPT), "train", *train_args]
+    return command, port
+
+
+def launch(workers, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=None, log_dir="msrun_logs",
+           train_args=()):
+    """Run msrun (see the module docstring) and wait for it; its exit code (non-zero when a worker failed)."""
+    args = list(train_args)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    command, port = msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, args)
+    get_logger().info(f"msrun: {workers} worker(s) on this node (node {node_rank} of {nodes}), master "
+                      f"{master_addr}:{port}, worker logs in {log_dir}/")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    code = subprocess.call(command, env=env)
+    if code != 0:
+        get_logger().error(f"msrun ended with exit code {code}: a worker failed; see {log_dir}/worker_*.log")
+    return code
