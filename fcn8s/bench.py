@@ -295,11 +295,13 @@ def _format_model_rows(rows, peaks):
             lines.append(f"{r['what']:<6}{r['impl']:<20}{shape:>13}  skipped: {r['error']}")
             continue
         rate = r["gflop"] / r["median_s"]
-        note = f"first call {r['first_call_s']:.1f} s" if r["first_call_s"] is not None else ""
+        notes = [f"first call {r['first_call_s']:.1f} s"] if r["first_call_s"] is not None else []
         if r["backbone_impl"]:
-            note += f", backbone convolutions {r['backbone_impl']}"
+            impl = r["backbone_impl"]
+            notes.append(f"backbone convolutions {impl if isinstance(impl, str) else '/'.join(impl)}")
         if r["torch"]:
-            note += "oneDNN convolutions " + (", ".join(r["torch"]["onednn_convolutions"]) or "none")
+            notes.append("oneDNN convolutions " + (", ".join(r["torch"]["onednn_convolutions"]) or "none"))
+        note = ", ".join(notes)
         lines.append(f"{r['what']:<6}{r['impl']:<20}{shape:>13}{r['median_s']:>10.3f}{rate:>9.1f}"
                      f"{100 * rate / peak:>7.0f}%{r['peak_rss_mib']:>14.0f}  {note}")
     return lines

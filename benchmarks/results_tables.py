@@ -1,0 +1,100 @@
+"""Print the tables of benchmarks/RESULTS.md from the result files, so every figure there is one of theirs:
+    python benchmarks/results_tables.py [benchmarks/results]
+"""
+import json
+import sys
+from pathlib import Path
+
+LABELS = {"fcn8s": "fcn8s", "ms-kernels": "fcn8s, MindSpore's kernels", "seed": "tutorial's definition",
+          "torch": "PyTorch (NCHW)", "torch-channels-last": "PyTorch (channels_last)", "onnxruntime": "ONNX Runtime",
+          "isa-default": "fcn8s, MindSpore's oneDNN uncapped"}
+
+
+def _load(folder, name):
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def host_line(host):
+    return (f"{host['date']}, {host['cpu']}, {host['cores']} cores, NumPy sgemm "
+            f"{host.get('numpy_sgemm_gflops') or host['matmul_peak_gflops']['numpy']:.0f} GFLOP/s")
+
+
+def model_table(report):
+    rows = [r for r in report["models"] if "error" not in r]
+    lines = ["| what | batch x size | impl | median s | GFLOP/s | peak RSS MiB | threads | kernels |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        impl = r.get("backbone_impl") or ""
+        kernels = (impl if isinstance(impl, str) else "/".join(impl)) or ", ".join(
+            (r.get("torch") or {}).get("onednn_convolutions") or [])
+        lines.append(f"| {r['what']} | {r['batch']}x{r['size']}² | {LABELS[r['impl']]} | {r['median_s']:.3f} | "
+                     f"{r['gflop'] / r['median_s']:.0f} | {r['peak_rss_mib']:.0f} | {r.get('threads', '')} | {kernels} |")
+    return lines
+
+
+def ratio_lines(report):
+    by = {(r["what"], r["impl"]): r for r in report["models"] if "error" not in r}
+    lines = []
+    for (what, impl), r in by.items():
+        ours = by.get((what, "fcn8s"))
+        if impl == "fcn8s" or not ours:
+            continue
+        lines.append(f"- {what} {r['batch']}x{r['size']}²: fcn8s time = **{ours['median_s'] / r['median_s']:.2f}x** "
+                     f"{LABELS[impl]}, peak RSS {ours['peak_rss_mib'] / r['peak_rss_mib']:.2f}x")
+    return lines
+
+
+def data_lines(report):
+    lines = []
+    for r in report.get("data", []):
+        if "error" in r:
+            continue
+        lines.append(f"- {LABELS[r['impl']]} pipeline, {r['workers']} worker(s): {r['images_per_s']:.0f} images/s")
+        if "step_pipeline_s" in r:
+            lines.append(f"- train step {r['step_batch']}x{r['step_size']}²: {r['step_synthetic_s']:.3f} s on fixed "
+                         f"tensors, {r['step_pipeline_s']:.3f} s fed by the pipeline")
+    return lines
+
+
+def kernel_table(report):
+    lines = ["| n, c->o, size | kernels | forward GFLOP/s | input grad | weight grad |", "|---|---|---|---|---|"]
+    for r in report["rows"]:
+        n, c, o, size = r["shape"]
+        for name in ("mindspore", "onednn"):
+            rates = " | ".join(f"{r[name][op]['gflops']:.0f}" for op in ("forward", "input_grad", "weight_grad"))
+            lines.append(f"| {n}, {c}->{o}, {size}² | {name} | {rates} |")
+    return lines
+
+
+def profile_table(report):
+    lines = ["| op (per step) | ms |", "|---|---|"]
+    lines += [f"| {op} | {ms:.0f} |" for op, ms in report["per_op_ms"].items() if ms >= 5]
+    lines.append(f"| total | {sum(report['per_op_ms'].values()):.0f} |")
+    return lines
+
+
+def main():
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
+    for name in ("bench_2x256.json", "bench_1x512.json", "bench_isa.json"):
+        report = _load(folder, name)
+        if report:
+            print(f"### {name} ({host_line(report['machine'])})\n")
+            print("\n".join(model_table(report) + [""] + ratio_lines(report) + data_lines(report)) + "\n")
+    kernels = _load(folder, "conv_kernels.json")
+    if kernels:
+        print(f"### conv_kernels.json ({host_line(kernels['host'])})\n\n" + "\n".join(kernel_table(kernels)) + "\n")
+    profile = _load(folder, "profile_2x256.json")
+    if profile:
+        print(f"### profile_2x256.json ({host_line(profile['host'])})\n\n" + "\n".join(profile_table(profile)) + "\n")
+    demo = _load(folder, "demo.json")
+    if demo:
+        e, r = demo["demo_eval"], demo["eval_by_runtime"]
+        print(f"### demo.json ({host_line(demo['host'])})\n\n- `fcn8s demo` from nothing (kernel build included): "
+              f"{demo['demo_wall_s']:.0f} s, val mIoU {e['mean_iou']:.4f}\n"
+              + "".join(f"- eval of best.ckpt by {k}: mIoU {v['mean_iou']:.4f}, PA {v['pixel_accuracy']:.4f}, "
+                        f"{v['images_per_s']:.1f} images/s\n" for k, v in r.items()))
+
+
+if __name__ == "__main__":
+    main()
