@@ -8,6 +8,8 @@ tutorial's ``FCN8s.ckpt``, our ``best.ckpt`` and a bare weights file all load th
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .errors import FCNError
 from .fileio import atomic_path
 from .models.fcn import BACKBONE_PREFIXES
@@ -124,8 +126,12 @@ def load_weights(net, path, backbone_only=False, reinit_head=False, ckpt=None):
         report = select_weights({n: tuple(p.shape) for n, p in params.items()}, ckpt, backbone_only, reinit_head)
     except FCNError as exc:
         raise FCNError(f"{path}: {exc}") from None
-    for name in report.loaded:
-        params[name].set_data(ms.Tensor(ckpt[name].asnumpy(), dtype=params[name].dtype))
+    values = {name: ckpt[name].asnumpy() for name in report.loaded}
+    broken = [name for name, value in values.items() if not np.isfinite(value).all()]
+    if broken:   # refused before any weight is set: a NaN weight makes every later loss NaN
+        raise FCNError(f"{path}: NaN or infinite values in {len(broken)} tensor(s) ({_listing(broken)})")
+    for name, value in values.items():
+        params[name].set_data(ms.Tensor(value, dtype=params[name].dtype))
     return report
 
 
@@ -154,9 +160,19 @@ def training_state(ckpt):
 
 
 def save_checkpoint(params, path, state=None):
-    """Write ``params`` (Parameters) and ``state`` (scalars) to ``path`` atomically, with a CRC."""
+    """Write ``params`` (Parameters) and ``state`` (scalars) to ``path`` atomically, with a CRC.
+
+    A failed write (disk full, file size limit) is an FCNError naming ``path`` and the OS's reason;
+    the file that was there stays as it was, and no temporary file is left.
+    """
     import mindspore as ms
     entries = [{"name": p.name, "data": p} for p in params]
     append = {f"{TRAIN_STATE_PREFIX}{k}": v for k, v in (state or {}).items()}
-    with atomic_path(path) as tmp:
-        ms.save_checkpoint(entries, str(tmp), append_dict=append or None, crc_check=True)
+    try:
+        with atomic_path(path) as tmp:
+            try:
+                ms.save_checkpoint(entries, str(tmp), append_dict=append or None, crc_check=True)
+            finally:   # MindSpore writes through its own temporary file, <name>.tmp, and leaves it on failure
+                tmp.with_suffix(".tmp").unlink(missing_ok=True)
+    except OSError as exc:
+        raise FCNError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None

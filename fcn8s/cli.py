@@ -243,8 +243,8 @@ def main(argv=None):
             raise
         print(f"fcn8s: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fcn8s: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:   # a job may say what it leaves (train: the checkpoint to resume from)
+        print(f"fcn8s: {exc.args[0] if exc.args else 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and friends
         sys.stderr.close()

@@ -134,8 +134,21 @@ def train(cfg, force=False):
     run = RunDir(t.output_dir, rank == 0).open(t.resume, force)
     try:
         return _train(cfg, setup, rank, group_size, run, log)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_where_to_resume(run)) from None
     finally:
         run.close()
+
+
+def _where_to_resume(run):
+    """What Ctrl-C leaves: the checkpoint that --resume continues from (the last finished epoch's)."""
+    for path in run.resume_candidates():
+        try:
+            epoch = training_state(read_checkpoint(path))["epoch"]
+        except (FCNError, KeyError):
+            continue
+        return f"interrupted; --resume continues from {path} (end of epoch {epoch})"
+    return "interrupted before the first epoch ended; no checkpoint was written"
 
 
 def _train(cfg, setup, rank, group_size, run, log):

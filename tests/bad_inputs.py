@@ -17,6 +17,16 @@ def _file(folder, name, data):
     return str(path)
 
 
+def _nan_checkpoint(folder):
+    from fcn8s.checkpoint import save_checkpoint
+    from fcn8s.models import FCN
+    net = FCN("fcn8s", 3, 0.0625, backbone_impl="native")
+    weight = net.conv1[0].weight
+    weight.set_data(weight.value() * float("nan"))
+    save_checkpoint(net.get_parameters(), Path(folder) / "nan.ckpt")
+    return ["eval", "-c", "demo", "--ckpt", str(Path(folder) / "nan.ckpt"), *TINY]
+
+
 def _earlier_run(folder):
     (Path(folder) / "run").mkdir()
     _file(Path(folder) / "run", "log.jsonl", '{"epoch": 1, "step": 1, "loss": 1.0}\n')
@@ -39,6 +49,7 @@ CASES = [
     ("checkpoint missing", lambda d: ["eval", "-c", "demo", "--ckpt", str(Path(d) / "none.ckpt"), *TINY]),
     ("checkpoint truncated", lambda d: ["eval", "-c", "demo", "--ckpt", _file(d, "cut.ckpt", b"\n\x05" + bytes(64)),
                                         *TINY]),
+    ("checkpoint with NaN weights", _nan_checkpoint),
     ("ONNX file that is not ONNX", lambda d: ["eval", "-c", "demo", "--ckpt", _file(d, "m.onnx", "text"), *TINY]),
     ("no images to segment", lambda d: ["infer", "-c", "demo", "--ckpt", "x.ckpt", str(Path(d) / "none*.jpg")]),
     ("export into a folder that cannot be made", lambda d: ["export", "-c", "demo", "--ckpt", "x.ckpt", "-o",

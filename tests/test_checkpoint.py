@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -98,3 +100,29 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
         save_checkpoint(_narrow().get_parameters(), path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["last.ckpt"]
+
+
+# Run in a subprocess: a 200 kB file size limit (RLIMIT_FSIZE, SIGXFSZ ignored so write() fails with
+# EFBIG as on a full disk), then a 1.2 MB checkpoint saved over a small good one.
+_SIZE_LIMITED_SAVE = """
+import resource, signal, sys
+import numpy as np, mindspore as ms
+from fcn8s.checkpoint import save_checkpoint
+from fcn8s.errors import FCNError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    save_checkpoint([ms.Parameter(ms.Tensor(np.ones(300_000, np.float32)), name="w")], sys.argv[1])
+except FCNError as exc:
+    print(exc)
+"""
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_file(tmp_path):
+    good = tmp_path / "last.ckpt"
+    save_checkpoint([ms.Parameter(ms.Tensor(np.arange(10, dtype=np.float32)), name="w")], good)
+    done = subprocess.run([sys.executable, "-c", _SIZE_LIMITED_SAVE, str(good)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"{good}: cannot write the checkpoint (File too large)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]            # no temporary file left
+    np.testing.assert_array_equal(read_checkpoint(good)["w"].asnumpy(), np.arange(10, dtype=np.float32))

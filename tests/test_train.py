@@ -194,6 +194,18 @@ def test_killed_and_corrupted_runs_resume_to_the_uninterrupted_result(tmp_path, 
     assert train_module.train(tiny_config(tiny_data, run, "train.resume=auto"))["state"]["step"] == 12
 
 
+def test_ctrl_c_exits_130_naming_the_checkpoint_to_resume_from(tmp_path, tiny_data, monkeypatch, capsys):
+    args = ["train", "-c", "demo", *sum((["--set", o] for o in _overrides(tiny_data, tmp_path / "run")), [])]
+    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(at=2))   # epoch 1, nothing saved yet
+    assert main(args) == 130
+    assert capsys.readouterr().err.strip() == ("fcn8s: interrupted before the first epoch ended; no checkpoint "
+                                               "was written")
+    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(at=7))   # epoch 2
+    assert main([*args, "--resume"]) == 130
+    assert capsys.readouterr().err.strip() == (f"fcn8s: interrupted; --resume continues from "
+                                               f"{tmp_path / 'run' / 'last.ckpt'} (end of epoch 1)")
+
+
 def test_resume_refuses_a_corrupt_checkpoint_it_was_given(tmp_path, tiny_data):
     bad = tmp_path / "given.ckpt"
     bad.write_bytes(b"\x0a\x05" + bytes(100))
