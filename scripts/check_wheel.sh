@@ -13,10 +13,11 @@ trap 'rm -rf "$tmp"' EXIT
 unset PYTHONPATH
 
 # Built from a copy of what the wheel is made of: setuptools' build/ folder keeps files that left the
-# package, which would hide them from this check. --no-build-isolation: .venv's setuptools, no download.
+# package, which would hide them from this check. Built as pip builds it for a user: in an isolated
+# environment with pyproject.toml's build requirements, not whatever setuptools .venv happens to have.
 mkdir "$tmp/src"
 cp -r pyproject.toml README.md fcn8s "$tmp/src"
-.venv/bin/python -m pip wheel --quiet --no-deps --no-build-isolation -w "$tmp/dist" "$tmp/src"
+.venv/bin/python -m pip wheel --quiet --no-deps -w "$tmp/dist" "$tmp/src"
 wheel=$(ls "$tmp"/dist/fcn8s-*.whl)
 echo "[wheel] built $(basename "$wheel")"
 
