@@ -26,7 +26,7 @@ import numpy as np
 from .architecture import fcn_forward_gflop
 from .errors import FCNError
 from .fileio import atomic_write_text, refuse_existing
-from .host import host_record, kernel_environment, peak_rss_mib, timed
+from .host import SGEMM_N, host_record, kernel_environment, peak_rss_mib, sgemm_gflops, timed
 from .log import get_logger
 
 NUM_CLASSES = 21
@@ -182,18 +182,14 @@ def measure_data(spec):
 
 
 def matmul_peak():
-    """GFLOP/s of a 2048x2048 fp32 matmul in numpy and in MindSpore on this machine (median of 5)."""
+    """GFLOP/s of a 2048x2048 fp32 matmul in numpy (host.sgemm_gflops) and in MindSpore (median of 5)."""
     import mindspore as ms
     from .models.onednn import cap_mindspore_isa
     cap_mindspore_isa()   # as fcn8s runs MindSpore: its oneDNN fixes its ISA at first use
-    n = 2048
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    ta = ms.Tensor(a)
-    peaks = {}
-    for name, call in (("numpy", lambda: a @ a), ("mindspore", lambda: ms.ops.matmul(ta, ta).asnumpy())):
-        _, times = timed(call, 5, 2)
-        peaks[name] = 2 * n ** 3 / statistics.median(times) / 1e9
-    return peaks
+    n = SGEMM_N
+    ta = ms.Tensor(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    _, times = timed(lambda: ms.ops.matmul(ta, ta).asnumpy(), 5, 2)
+    return {"numpy": sgemm_gflops(), "mindspore": 2 * n ** 3 / statistics.median(times) / 1e9}
 
 
 def _user_environment():

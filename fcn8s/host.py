@@ -22,14 +22,24 @@ def kernel_environment():
     return {name: os.environ.get(name) for name in KERNEL_ENV}
 
 
-def cpu_name():
+def _cpuinfo(field):
+    """The value of the first ``field`` line of /proc/cpuinfo, or "" where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
+
+
+def cpu_name():
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags():
+    """The CPU's feature flags (Linux): what decides which kernels a compiled library may use."""
+    return _cpuinfo("flags")
 
 
 def timed(call, repeat, warmup):

@@ -165,10 +165,7 @@ def _train(cfg, setup, rank, group_size, run, log):
 
     shards = {"num_shards": group_size, "shard_id": rank} if group_size > 1 else {}
 
-    def epoch_batches(epoch):
-        return create_train_dataset(cfg.data, t.batch_size, seed=t.seed, epoch=epoch, **shards)
-
-    steps_per_epoch = epoch_batches(1).get_dataset_size()
+    steps_per_epoch = len(epoch_rows(cfg.data, 1, t.seed, **shards)) // t.batch_size   # batches drop the remainder
     if steps_per_epoch == 0:
         raise FCNError(f"{cfg.data.train}: fewer images than one batch of {t.batch_size}"
                        f"{f' per device ({group_size} devices)' if group_size > 1 else ''}")
@@ -197,7 +194,8 @@ def _train(cfg, setup, rank, group_size, run, log):
         losses, epoch_start = [], time.time()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{t.epochs}", leave=False,
                    disable=None if rank == 0 else True)
-        batches = epoch_batches(epoch).create_tuple_iterator(num_epochs=1)
+        batches = create_train_dataset(cfg.data, t.batch_size, seed=t.seed, epoch=epoch,
+                                       **shards).create_tuple_iterator(num_epochs=1)
         for i, (images, labels) in enumerate(batches):
             step_start = time.time()
             out = step_fn(images, labels)

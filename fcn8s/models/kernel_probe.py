@@ -12,13 +12,13 @@ flags, cores, MindSpore version, kernel source, width), so the probe runs once p
 import hashlib
 import json
 import os
-import platform
 import time
 
 import numpy as np
 
 from ..architecture import VGG16_BLOCKS, scaled
 from ..fileio import atomic_write_text
+from ..host import cpu_flags, cpu_name
 from ..log import get_logger
 from . import onednn
 
@@ -33,8 +33,8 @@ def verdict_path(width):
 
 def _probe_key(width):
     import mindspore
-    parts = (onednn.SOURCE.read_bytes(), mindspore.__version__.encode(), onednn._cpu_flags().encode(),
-             platform.processor().encode(), str(os.cpu_count()).encode(), f"{width:g}".encode(),
+    parts = (onednn.SOURCE.read_bytes(), mindspore.__version__.encode(), cpu_flags().encode(),
+             cpu_name().encode(), str(os.cpu_count()).encode(), f"{width:g}".encode(),
              str(onednn.kernel_threads()[0]).encode())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 

@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 from ..fileio import atomic_path, atomic_write_text
+from ..host import cpu_flags
 from ..log import get_logger
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "onednn_conv.cc"
@@ -106,10 +107,6 @@ def cache_dir():
     return Path(os.environ.get("FCN8S_CACHE") or Path.home() / ".cache" / "fcn8s").resolve()
 
 
-def _cpu_flags():
-    return next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-
-
 def cache_key(compiler):
     """Hash of what the compiled library depends on: the source, MindSpore's version, the compiler (path
     and ``--version``), the flags, and the CPU (its /proc/cpuinfo flags, so a cache shared between
@@ -120,7 +117,7 @@ def cache_key(compiler):
     except OSError as e:
         raise OneDNNUnavailable(f"cannot run {compiler} --version ({e.strerror or e})") from None
     parts = (SOURCE.read_bytes(), mindspore.__version__.encode(), compiler.encode(), version.encode(),
-             " ".join(CXXFLAGS).encode(), _cpu_flags().encode())
+             " ".join(CXXFLAGS).encode(), cpu_flags().encode())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
