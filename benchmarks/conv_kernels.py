@@ -19,7 +19,7 @@ from mindspore.ops.operations import _grad_ops
 
 from fcn8s.fileio import atomic_write_text
 from fcn8s.host import host_record
-from fcn8s.models import onednn
+from fcn8s.kernels import onednn
 from fcn8s.models.layers import OneDNNConv
 
 SHAPES = [(2, 64, 64, 256), (2, 128, 128, 128), (2, 256, 256, 64), (2, 512, 512, 32)]   # n, c, o, size

@@ -25,7 +25,7 @@ def measure(convs, batch, mode, impl):
     import mindspore as ms
     from mindspore import nn
     from fcn8s.models.layers import FastGradConv2d
-    from fcn8s.models.onednn import cap_mindspore_isa
+    from fcn8s.kernels.onednn import cap_mindspore_isa
     cap_mindspore_isa()   # MindSpore's kernels as every fcn8s run has them (before their first use)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE, device_target="CPU")
     layers = [nn.Conv2d(3, 64, 3), nn.BatchNorm2d(64), nn.ReLU()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import mindspore as ms
 from mindspore.profiler import Profiler
 
-from fcn8s.bench import model_and_step, random_batch
+from fcn8s.bench_worker import model_and_step, random_batch
 from fcn8s.fileio import atomic_write_text
 from fcn8s.host import host_record
 
@@ -48,7 +48,7 @@ def main():
     if args.output:
         ranked = dict(sorted(per_op.items(), key=lambda item: -item[1]))
         atomic_write_text(args.output, json.dumps({"host": host_record(), "batch": args.batch, "size": args.size,
-                                                   "backbone_impl": net.backbone_impl, "per_op_ms": ranked},
+                                                   "kernels": net.kernel_plan, "per_op_ms": ranked},
                                                   indent=1) + "\n")
 
 

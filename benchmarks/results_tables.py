@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from fcn8s.kernels import describe as describe_kernels
+
 LABELS = {"fcn8s": "fcn8s", "ms-kernels": "fcn8s, MindSpore's kernels", "seed": "tutorial's definition",
           "torch": "PyTorch (NCHW)", "torch-channels-last": "PyTorch (channels_last)", "onnxruntime": "ONNX Runtime",
           "isa-default": "fcn8s, MindSpore's oneDNN uncapped"}
@@ -25,8 +27,7 @@ def model_table(report):
     lines = ["| what | batch x size | impl | median s | GFLOP/s | peak RSS MiB | threads | kernels |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        impl = r.get("backbone_impl") or ""
-        kernels = (impl if isinstance(impl, str) else "/".join(impl)) or ", ".join(
+        kernels = describe_kernels(r["kernels"]) if r.get("kernels") else ", ".join(
             (r.get("torch") or {}).get("onednn_convolutions") or [])
         lines.append(f"| {r['what']} | {r['batch']}x{r['size']}² | {LABELS[r['impl']]} | {r['median_s']:.3f} | "
                      f"{r['gflop'] / r['median_s']:.0f} | {r['peak_rss_mib']:.0f} | {r.get('threads', '')} | {kernels} |")

@@ -1,195 +1,42 @@
 """``fcn8s bench``: train-step, inference and data-pipeline speed and peak memory, side by side.
 
-Each measurement runs in a fresh subprocess (``python -m fcn8s.bench SPEC``) so peak RSS and
+Each measurement runs in a fresh subprocess (``python -m fcn8s.bench_worker SPEC``) so peak RSS and
 threads are its own: our FCN ("fcn8s"), our FCN on MindSpore's own convolution kernels
-("ms-kernels": model.backbone_impl fast instead of the oneDNN custom ops), the tutorial's
+("ms-kernels": model.kernels mindspore instead of the oneDNN custom ops), the tutorial's
 definition ("seed"), our network with oneDNN's default ISA ("isa-default": ONEDNN_MAX_CPU_ISA=ALL,
 which fcn8s leaves to oneDNN instead of capping MindSpore's at AVX2), and the PyTorch twin
 (``python -m fcn8s.torch_twin``; needs PyTorch, which fcn8s does not install) in NCHW ("torch") and in
 channels_last memory ("torch-channels-last", what a PyTorch user tuning for CPU would try). The PyTorch rows run as a
 user runs PyTorch: in this process's environment (importing fcn8s changes none of it), with torch
 imported first, after a check that the twin gives our logits. Warm-up calls (graph compilation
-included) are excluded; the median of the timed repetitions is reported. Each model row is a ``Row``.
+included) are excluded; the median of the timed repetitions is reported. Each model row is a
+``bench_worker.Row``.
 """
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .architecture import fcn_forward_gflop
+from .bench_worker import Row, model_and_step
 from .errors import FCNError
 from .fileio import atomic_write_text, refuse_existing
-from .host import SGEMM_N, host_record, kernel_environment, peak_rss_mib, sgemm_gflops, timed
+from .host import host_record, matmul_peak
+from .kernels import describe as describe_kernels
 from .log import get_logger
 
-NUM_CLASSES = 21
 MODEL_IMPLS = ("fcn8s", "ms-kernels", "seed", "isa-default", "torch", "torch-channels-last", "onnxruntime")
 INFER_ONLY = ("onnxruntime",)
 TORCH_IMPLS = ("torch", "torch-channels-last")
-# run as a module (`python -m`), so an installed fcn8s finds it as well as a checkout
+# run as modules (`python -m`), so an installed fcn8s finds them as well as a checkout
+WORKER = "fcn8s.bench_worker"
 TORCH_TWIN = "fcn8s.torch_twin"
 # the largest |twin logit - our logit| accepted, as a fraction of our largest |logit|
 TWIN_TOLERANCE = 1e-3
-
-
-@dataclass
-class Row:
-    """One entry of the JSON file's "models" list: the request, then what its subprocess measured.
-
-    A request that was not measured is written as its request fields and ``error`` (one line) only.
-    """
-    kind: str             # "model"
-    impl: str             # one of MODEL_IMPLS
-    what: str             # train | infer
-    batch: int
-    size: int             # square input side, pixels
-    width: float          # model.width
-    repeat: int           # timed calls, of which median_s is the median
-    warmup: int           # untimed calls before them
-    mode: str             # MindSpore's execution mode, graph | pynative (PyTorch and onnxruntime run eagerly)
-    framework: str        # mindspore | torch | onnxruntime
-    version: str          # of that framework
-    times_s: list         # seconds of each timed call
-    median_s: float
-    peak_rss_mib: float   # of the measuring process
-    gflop: float          # convolution GFLOP of one call (a train step counts 3x the forward)
-    threads: int          # intra-op threads of the framework
-    env: dict             # KERNEL_ENV name -> value, or None where unset, as the measuring process saw it
-    first_call_s: float = None   # the first call (graph compilation, kernel set-up), timed apart
-    backbone_impl: str = None    # our MindSpore network: its backbone convolutions, onednn | fast
-    mindspore_isa: str = None    # MindSpore: how its oneDNN's ISA was set (models.onednn.cap_mindspore_isa)
-    torch: dict = None           # PyTorch: mkldnn_available, mkldnn_enabled, parallel_backend, cpu_capability
-    #                              (ATen's), onednn_isa and onednn_convolutions (oneDNN's, from one forward)
-
-
-def model_and_step(impl, what, width, mode, steps):
-    """(net, train-step cell or None) built as ``fcn8s train`` builds them, initial weights (runtime.load_model)."""
-    from .config import load_config
-    from .device import setup_device
-    from .models.tutorial import TutorialFCN8s
-    from .runtime import load_model
-    from .schedule import lr_per_step
-    from .train import build_train_step
-    overrides = [("model.width", width), ("device.target", "CPU"), ("device.mode", mode)]
-    if impl == "ms-kernels":
-        overrides.append(("model.backbone_impl", "fast"))
-    cfg = load_config(None, overrides)
-    setup = setup_device(cfg.device, announce=False)
-    net = TutorialFCN8s(NUM_CLASSES) if impl == "seed" else load_model(cfg, announce=False).net
-    if what != "train":
-        net.set_train(False)
-        return net, None
-    step_fn, _ = build_train_step(net, cfg, setup, lr_per_step("constant", 0.01, steps), None)
-    return net, step_fn
-
-
-def _forever(iterator):
-    """Batches across epochs: a MindSpore iterator stops at each epoch's end and resumes when iterated again."""
-    while True:
-        yield from iterator
-
-
-def random_batch(batch, size):
-    """(images, labels) of one train batch: standard-normal images, random classes with 5% void (255)."""
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    labels = rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.int32)
-    labels[rng.random(labels.shape) < 0.05] = 255
-    return images, labels
-
-
-def measure_model(spec):
-    """One train or infer measurement of a MindSpore network, as a result dict."""
-    import mindspore as ms
-    from .models.onednn import cap_mindspore_isa
-    what, batch, size = spec["what"], spec["batch"], spec["size"]
-    net, step_fn = model_and_step(spec["impl"], what, spec["width"], spec["mode"],
-                                   spec["repeat"] + spec["warmup"] + 1)
-    images, labels = (ms.Tensor(a) for a in random_batch(batch, size))
-    call = (lambda: step_fn(images, labels).asnumpy()) if step_fn else (lambda: net(images).asnumpy())
-    first, times = timed(call, spec["repeat"], spec["warmup"])
-    gflop = fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], batch, size, size) * (3 if what == "train" else 1)
-    return {**spec, "framework": "mindspore", "version": ms.__version__, "first_call_s": first, "times_s": times,
-            "median_s": statistics.median(times), "peak_rss_mib": peak_rss_mib(), "gflop": gflop,
-            "threads": ms.get_context("runtime_num_threads"), "env": kernel_environment(),
-            "backbone_impl": getattr(net, "backbone_impl", None), "mindspore_isa": cap_mindspore_isa()}
-
-
-def measure_onnxruntime(spec):
-    """Inference of our network exported by fcn8s.onnx_graph, run by onnxruntime (a deployment path).
-
-    The weights come from a MindSpore network built in this process, so the peak RSS includes it.
-    """
-    import onnxruntime
-    from .onnx_graph import build_onnx_model
-    net, _ = model_and_step("fcn8s", "infer", spec["width"], spec["mode"], 1)
-    images, _ = random_batch(spec["batch"], spec["size"])
-    model = build_onnx_model(net.parameters_dict(), "fcn8s", NUM_CLASSES).SerializeToString()
-    del net
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    first, times = timed(lambda: session.run(None, {"images": images}), spec["repeat"], spec["warmup"])
-    return {**spec, "framework": "onnxruntime", "version": onnxruntime.__version__, "first_call_s": first,
-            "times_s": times, "median_s": statistics.median(times), "peak_rss_mib": peak_rss_mib(),
-            "gflop": fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], spec["batch"], spec["size"],
-                                       spec["size"]),
-            "threads": options.intra_op_num_threads, "env": kernel_environment()}
-
-
-def measure_data(spec):
-    """Pipeline images/s (ours or the tutorial's SegDataset), and for ours the train step fed by it."""
-    import mindspore as ms
-    import mindspore.dataset as ds
-    from .config import load_config
-    from .data.dataset import create_train_dataset
-    from .data.tutorial import SegDataset
-    cfg = load_config("voc", [("data.train", spec["data"]), ("data.num_workers", spec["workers"]),
-                              ("data.crop_size", spec["crop"])])
-    batch = 4
-    if spec["impl"] == "seed":
-        d = cfg.data
-        dataset = SegDataset(d.mean, d.std, spec["data"], batch, d.crop_size, d.max_scale, d.min_scale,
-                             num_readers=1, num_parallel_calls=spec["workers"]).get_dataset()
-    else:
-        dataset = create_train_dataset(cfg.data, batch)
-    ds.config.set_seed(0)
-    iterator = _forever(dataset.create_tuple_iterator(output_numpy=True))
-    next(iterator)  # worker start-up
-    start, images = time.perf_counter(), 0
-    while images < spec["images"]:
-        images += next(iterator)[0].shape[0]
-    result = {**spec, "framework": "mindspore", "images_per_s": images / (time.perf_counter() - start),
-              "peak_rss_mib": peak_rss_mib()}
-    if spec.get("step_batch"):
-        # the same train step fed by fixed tensors, then by the pipeline (crop = step size)
-        net, step_fn = model_and_step("fcn8s", "train", spec["width"], "graph", 2 * spec["repeat"] + 4)
-        cfg = load_config("voc", [("data.train", spec["data"]), ("data.num_workers", spec["workers"]),
-                                  ("data.crop_size", spec["step_size"])])
-        fixed = [ms.Tensor(a) for a in random_batch(spec["step_batch"], spec["step_size"])]
-        _, synthetic = timed(lambda: step_fn(*fixed).asnumpy(), spec["repeat"], 1)
-        batches = _forever(create_train_dataset(cfg.data, spec["step_batch"]).create_tuple_iterator())
-        _, fed = timed(lambda: step_fn(*next(batches)).asnumpy(), spec["repeat"], 1)
-        result.update(step_synthetic_s=statistics.median(synthetic), step_pipeline_s=statistics.median(fed))
-    return result
-
-
-def matmul_peak():
-    """GFLOP/s of a 2048x2048 fp32 matmul in numpy (host.sgemm_gflops) and in MindSpore (median of 5)."""
-    import mindspore as ms
-    from .models.onednn import cap_mindspore_isa
-    cap_mindspore_isa()   # as fcn8s runs MindSpore: its oneDNN fixes its ISA at first use
-    n = SGEMM_N
-    ta = ms.Tensor(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
-    _, times = timed(lambda: ms.ops.matmul(ta, ta).asnumpy(), 5, 2)
-    return {"numpy": sgemm_gflops(), "mindspore": 2 * n ** 3 / statistics.median(times) / 1e9}
 
 
 def _user_environment():
@@ -260,7 +107,7 @@ def _run_worker(spec):
             "--what", spec["what"], "--batch", str(spec["batch"]), "--size", str(spec["size"]),
             "--repeat", str(spec["repeat"]), "--warmup", str(spec["warmup"])]
     else:
-        args = [sys.executable, "-m", "fcn8s.bench", json.dumps(spec)]
+        args = [sys.executable, "-m", WORKER, json.dumps(spec)]
     env = _user_environment()
     if spec["impl"] == "isa-default":
         env["ONEDNN_MAX_CPU_ISA"] = "ALL"
@@ -292,9 +139,8 @@ def _format_model_rows(rows, peaks):
             continue
         rate = r["gflop"] / r["median_s"]
         notes = [f"first call {r['first_call_s']:.1f} s"] if r["first_call_s"] is not None else []
-        if r["backbone_impl"]:
-            impl = r["backbone_impl"]
-            notes.append(f"backbone convolutions {impl if isinstance(impl, str) else '/'.join(impl)}")
+        if r["kernels"]:
+            notes.append(describe_kernels(r["kernels"]))
         if r["torch"]:
             notes.append("oneDNN convolutions " + (", ".join(r["torch"]["onednn_convolutions"]) or "none"))
         note = ", ".join(notes)
@@ -386,10 +232,3 @@ def bench(args):
                                               indent=1) + "\n")
     log.info(f"wrote {args.output}")
     return 0
-
-
-if __name__ == "__main__":
-    _spec = json.loads(sys.argv[1])
-    _measure = {"model": measure_onnxruntime if _spec["impl"] == "onnxruntime" else measure_model,
-                "data": measure_data}[_spec["kind"]]
-    print(json.dumps(_measure(_spec)))

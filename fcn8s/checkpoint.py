@@ -10,17 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .architecture import BACKBONE_LAYERS, FC_LAYERS, HEAD_LAYER_NAMES
 from .errors import FCNError
 from .fileio import atomic_path
-from .models.fcn import BACKBONE_PREFIXES
 
 OPTIMIZER_KEYS = ("learning_rate", "global_step", "momentum", "scale_sense", "current_iterator_step",
                   "last_overflow_iterator_step")
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "stat.")
 TRAIN_STATE_PREFIX = "train_state."
-HEAD_PREFIXES = ("score_", "upscore")
+BACKBONE_PREFIXES = tuple(f"{layer}." for layer in BACKBONE_LAYERS)
+HEAD_PREFIXES = tuple(f"{layer}." for layer in HEAD_LAYER_NAMES)
 # fc6/fc7 as convolutions: part of a backbone load when the file has them (an ImageNet import does)
-FC_PREFIXES = ("conv6.", "conv7.")
+FC_PREFIXES = tuple(f"{layer}." for layer in FC_LAYERS)
 
 
 def _is_training_key(name):

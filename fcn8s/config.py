@@ -16,6 +16,7 @@ from .architecture import ARCHS
 from .data.voc import default_class_names
 from .errors import FCNError
 from .fileio import atomic_write_text
+from .kernels import SETTINGS as KERNEL_SETTINGS
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,9 @@ KEYS = {key.name: key for key in (
     Key("model.width", 1.0, "channel multiplier; 1.0 is the paper's VGG-16 (conv6 4096 wide)", positive=True),
     Key("model.deconv_init", "bilinear", "transposed-convolution init: bilinear (the FCN paper) or xavier "
         "(the MindSpore tutorial)", choices=("bilinear", "xavier")),
-    Key("model.conv6_impl", "fast", "conv6: fast (matmul weight gradient) or native (nn.Conv2d)",
-        choices=("fast", "native")),
-    Key("model.backbone_impl", "auto", "backbone convolutions: auto (onednn on CPU where it builds, else fast), "
-        "onednn (oneDNN channels-last kernels, CPU), fast (conv1-conv3 flipped-kernel input gradients) or native",
-        choices=("auto", "onednn", "fast", "native")),
+    Key("model.kernels", "auto", "convolution kernels: auto (per block, the faster of oneDNN and MindSpore on "
+        "this CPU, measured once), mindspore (MindSpore's, with cheaper gradients), onednn (oneDNN channels-last, "
+        "CPU) or native (plain nn.Conv2d); see fcn8s/kernels", choices=KERNEL_SETTINGS),
     Key("data.train", "data/voc/mindrecord/train.mindrecord", "training MindRecord file"),
     Key("data.val", "data/voc/mindrecord/val.mindrecord", "validation MindRecord file"),
     Key("data.crop_size", 512, "training crop side in pixels", positive=True),
@@ -108,6 +107,12 @@ KEYS = {key.name: key for key in (
     Key("eval.flip", False, "add the logits of the horizontally flipped image", flag="--flip"),
     Key("eval.window", None, "sliding-window size in pixels; null: the whole image", type=int, flag="--window"),
     Key("eval.stride", None, "sliding-window stride in pixels", type=int, flag="--stride"),
+    Key("eval.max_pixels", 2048 * 2048, "without eval.window, an image whose padded input would exceed this many "
+        "pixels is segmented in sliding windows of eval.canvas, so the network's memory stays that of the "
+        "canvas; 0: never"),
+    Key("eval.max_memory", None, "GB that segmenting one image may take besides the network (its normalised "
+        "copy, logits and class map, about (16 + 4 x classes) bytes a pixel); a larger image is refused "
+        "before it is decoded; null: the memory the system has available", type=float, positive=True),
     Key("infer.alpha", 0.5, "opacity of the mask in the overlay", positive=True, flag="--alpha"),
     Key("infer.legend", True, "draw a legend of the classes present on the overlay"),
     Key("demo.num_train", 240, "synthetic training images `fcn8s demo` makes", positive=True),
@@ -232,9 +237,15 @@ def parse_override(text):
     return key.strip(), value
 
 
+# keys of earlier versions, and what replaced them
+RENAMED = {"model.backbone_impl": "model.kernels", "model.conv6_impl": "model.kernels"}
+
+
 def _unknown_key(key, source):
     close = difflib.get_close_matches(key, list(KEYS) + list(DEFAULTS), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
+    if key in RENAMED:
+        hint = f" (replaced by '{RENAMED[key]}')"
     return FCNError(f"{source}: unknown key '{key}'{hint}")
 
 

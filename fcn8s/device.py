@@ -59,11 +59,11 @@ def precision_policy(target, amp_level="auto", loss_scale="auto"):
 def setup_device(device_cfg, announce=True):
     """Set MindSpore's device and mode from the ``device`` config section; log one line.
 
-    On CPU this first caps MindSpore's oneDNN at AVX2 (``models.onednn.cap_mindspore_isa``), which must
+    On CPU this first caps MindSpore's oneDNN at AVX2 (``kernels.onednn.cap_mindspore_isa``), which must
     happen before MindSpore runs its first CPU kernel.
     """
     import mindspore as ms
-    from .models.onednn import cap_mindspore_isa
+    from .kernels.onednn import cap_mindspore_isa
     target = pick_target(device_cfg.target)
     amp, scale = precision_policy(target, device_cfg.amp_level, device_cfg.loss_scale)
     isa_note = cap_mindspore_isa() if target == "CPU" else None

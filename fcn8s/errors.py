@@ -6,3 +6,8 @@ class FCNError(Exception):
 
     The message must name the file, key or value at fault and, where it helps, what was expected.
     """
+
+
+def one_line(reason):
+    """An exception (or its reason) as one line of an FCNError message: whitespace runs become one space."""
+    return " ".join(str(reason).split()) or type(reason).__name__

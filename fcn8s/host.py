@@ -1,4 +1,4 @@
-"""What a measurement ran on: CPU model, cores, sgemm peak and the variables that choose kernels.
+"""What a measurement ran on: CPU model, cores, matmul peaks and the variables that choose kernels.
 
 CPUs differ enough to reverse which kernels are faster (a 2-core Xeon's NumPy sgemm measured about
 300 GFLOP/s, a 2-core EPYC's about 130), so every result file written by ``fcn8s bench`` or a
@@ -65,6 +65,18 @@ def sgemm_gflops():
     import numpy as np
     a = np.random.default_rng(0).standard_normal((SGEMM_N, SGEMM_N)).astype(np.float32)
     return 2 * SGEMM_N ** 3 / statistics.median(timed(lambda: a @ a, 5, 2)[1]) / 1e9
+
+
+def matmul_peak():
+    """GFLOP/s of a 2048x2048 fp32 matmul in NumPy (sgemm_gflops) and in MindSpore (median of 5)."""
+    import mindspore as ms
+    import numpy as np
+    from .kernels.onednn import cap_mindspore_isa
+    cap_mindspore_isa()   # as fcn8s runs MindSpore: its oneDNN fixes its ISA at first use
+    n = SGEMM_N
+    ta = ms.Tensor(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    _, times = timed(lambda: ms.ops.matmul(ta, ta).asnumpy(), 5, 2)
+    return {"numpy": sgemm_gflops(), "mindspore": 2 * n ** 3 / statistics.median(times) / 1e9}
 
 
 def host_record(sgemm=None):

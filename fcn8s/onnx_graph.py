@@ -87,12 +87,11 @@ def build_onnx_model(weights, arch, num_classes):
     x = g.conv_bn_relu(x, "conv6", 0)
     x = g.conv_bn_relu(x, "conv7", 0)
     x = g.conv(x, "score_fr")
-    skips = {"score_pool4": pools[3], "score_pool3": pools[2]}
-    for name, factor in head_layers(arch):
-        if factor:
-            x = g.upsample(x, name, factor)
+    for layer in head_layers(arch):
+        if layer.factor:
+            x = g.upsample(x, layer.name, layer.factor)
         else:
-            x = g.node("Add", [x, g.conv(skips[name], name)], f"{name}.fuse")
+            x = g.node("Add", [x, g.conv(pools[layer.pool - 1], layer.name)], f"{layer.name}.fuse")
     x = g.node("Slice", [x, g.constant("crop_starts", np.zeros(2, np.int64)), size,
                          g.constant("crop_axes", np.array([2, 3], np.int64))], "crop_to_input")
     g.nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))

@@ -111,7 +111,7 @@ def load_model(cfg, path=None, mindspore_kernels_only=False, announce=True):
         return model
     from .models import build_model
     net = build_model(cfg.model, log if announce else None,
-                      backbone_impl="native" if mindspore_kernels_only else None)
+                      kernels="native" if mindspore_kernels_only else None)
     if path:
         from .checkpoint import load_weights
         report = load_weights(net, path)

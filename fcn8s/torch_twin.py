@@ -13,7 +13,7 @@ logits. PyTorch is not a dependency of fcn8s: install it by hand (`pip install t
 this module. It ships in the package so that an installed fcn8s can run it, but nothing in fcn8s
 imports it: torch is loaded only where this module runs. torch is imported before anything of ours but
 the package's ``__init__`` (a version string), as a user's script would; only fcn8s.architecture and
-fcn8s.bench's helpers follow (no MindSpore) unless asked to load a MindSpore checkpoint, so the peak
+fcn8s.host's helpers follow (no MindSpore) unless asked to load a MindSpore checkpoint, so the peak
 RSS it reports is PyTorch's alone.
 
 Transposed convolutions: MindSpore's ``nn.Conv2dTranspose(k, stride=s, pad_mode='same')``
@@ -85,28 +85,26 @@ class TorchFCN(nn.Module):
         self.conv6 = conv_bn_relu_block(channels[4], fc, kernel_size=7)
         self.conv7 = conv_bn_relu_block(fc, fc, kernel_size=1)
         self.score_fr = nn.Conv2d(fc, num_classes, 1, bias=False)
-        pool_channels = {"score_pool4": channels[3], "score_pool3": channels[2]}
-        for name, factor in head_layers(arch):
-            layer = (upsample(num_classes, factor) if factor
-                     else nn.Conv2d(pool_channels[name], num_classes, 1, bias=False))
-            setattr(self, name, layer)
+        self.head = head_layers(arch)
+        for layer in self.head:
+            setattr(self, layer.name, upsample(num_classes, layer.factor) if layer.factor
+                    else nn.Conv2d(channels[layer.pool - 1], num_classes, 1, bias=False))
 
     def forward(self, x):
         h, w = x.shape[2], x.shape[3]
         pad_h, pad_w = (-h) % STRIDE, (-w) % STRIDE
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        p3 = self.pool(self.conv3(self.pool(self.conv2(self.pool(self.conv1(x))))))
-        p4 = self.pool(self.conv4(p3))
-        p5 = self.pool(self.conv5(p4))
-        score = self.score_fr(self.conv7(self.conv6(p5)))
-        if self.arch == "fcn32s":
-            out = self.upscore32(score)
-        elif self.arch == "fcn16s":
-            out = self.upscore16(self.upscore2(score) + self.score_pool4(p4))
-        else:
-            fuse4 = self.upscore2(score) + self.score_pool4(p4)
-            out = self.upscore8(self.upscore_pool4(fuse4) + self.score_pool3(p3))
+        pools = []
+        for block in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            x = self.pool(block(x))
+            pools.append(x)
+        out = self.score_fr(self.conv7(self.conv6(x)))
+        for layer in self.head:
+            if layer.factor:
+                out = getattr(self, layer.name)(out)
+            else:
+                out = out + getattr(self, layer.name)(pools[layer.pool - 1])
         if pad_h or pad_w:
             out = out[:, :, :h, :w]
         return out

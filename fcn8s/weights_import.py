@@ -26,7 +26,7 @@ import numpy as np
 
 from .architecture import FC_CHANNELS, VGG16_BLOCKS
 from .checkpoint import read_checkpoint, save_checkpoint
-from .data.download import hash_file
+from .data.fetch import hash_file
 from .errors import FCNError
 from .fileio import refuse_existing
 from .log import get_logger

@@ -40,7 +40,7 @@ where = Path(fcn8s.__file__).resolve()
 print(f"[wheel] fcn8s {fcn8s.__version__} imported from {where}")
 assert where.is_relative_to(venv) and not where.is_relative_to(checkout), "fcn8s was not imported from the wheel"
 assert load_config("voc").train.batch_size == 4
-assert (where.parent / "csrc" / "onednn_conv.cc").is_file() and (where.parent / "torch_twin.py").is_file()
+assert (where.parent / "kernels" / "onednn_conv.cc").is_file() and (where.parent / "torch_twin.py").is_file()
 EOF
 "$tmp/venv/bin/fcn8s" --help > /dev/null
 "$tmp/venv/bin/fcn8s" train -c voc --help > /dev/null

@@ -20,7 +20,7 @@ def _file(folder, name, data):
 def _nan_checkpoint(folder):
     from fcn8s.checkpoint import save_checkpoint
     from fcn8s.models import FCN
-    net = FCN("fcn8s", 3, 0.0625, backbone_impl="native")
+    net = FCN("fcn8s", 3, 0.0625, kernels="native")
     weight = net.conv1[0].weight
     weight.set_data(weight.value() * float("nan"))
     save_checkpoint(net.get_parameters(), Path(folder) / "nan.ckpt")

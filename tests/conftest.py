@@ -1,6 +1,7 @@
 """Shared test set-up: MindSpore as quiet as the command line makes it, its oneDNN capped at AVX2 before
 its first kernel (what setup_device does for a run), and PyNative mode, which runs the small test
 networks without graph compilation."""
+import logging
 import os
 
 os.environ.setdefault("GLOG_v", "3")  # as fcn8s.cli.main; read when mindspore loads
@@ -9,7 +10,8 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fcn8s.models import onednn  # noqa: E402
+from fcn8s.kernels import onednn  # noqa: E402
+from fcn8s.log import get_logger  # noqa: E402
 
 onednn.cap_mindspore_isa()
 ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -51,3 +53,15 @@ def randomise_bn_statistics(rng):
             elif p.name.endswith("moving_variance"):
                 p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
     return randomise
+
+
+@pytest.fixture
+def logs():
+    """The package's log lines (its logger does not propagate, so caplog cannot see them)."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = get_logger()
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)

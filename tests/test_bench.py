@@ -6,11 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from fcn8s import bench
-from fcn8s.bench import Row
-from fcn8s.host import KERNEL_ENV, kernel_environment, peak_rss_mib
+from fcn8s import bench, kernels
+from fcn8s.bench_worker import Row
 from fcn8s.cli import main
-from fcn8s.models import onednn
+from fcn8s.host import KERNEL_ENV, kernel_environment, peak_rss_mib
 
 
 def test_bench_measures_and_writes_json(tmp_path, capsys, monkeypatch):
@@ -30,9 +29,9 @@ def test_bench_measures_and_writes_json(tmp_path, capsys, monkeypatch):
         assert "error" not in rows[what], rows[what]
         assert rows[what]["median_s"] > 0 and rows[what]["peak_rss_mib"] > 100
         assert rows[what]["env"] == kernel_environment() and rows[what]["threads"] >= 1
-        # auto: a per-block choice (models/kernel_probe.py) where the oneDNN kernels load
-        assert len(rows[what]["backbone_impl"]) == 5 if onednn.available()[0] else rows[what]["backbone_impl"] == "fast"
-    assert {r["backbone_impl"] for r in report["models"] if r["impl"] == "ms-kernels"} == {"fast"}
+        # auto: the probe's per-block verdict (cached by the measuring process) where the oneDNN kernels load
+        assert rows[what]["kernels"] == kernels.choose("auto", 0.0625)[0]
+    assert all(r["kernels"] == kernels.MINDSPORE_PLAN for r in report["models"] if r["impl"] == "ms-kernels")
     assert rows["train"]["gflop"] == 3 * rows["infer"]["gflop"]
     onnx_rows = {r["what"]: r for r in report["models"] if r["impl"] == "onnxruntime"}
     assert "inference only" in onnx_rows["train"]["error"]
@@ -64,7 +63,7 @@ def test_pytorch_rows_run_in_the_users_environment(tmp_path, capsys, monkeypatch
 def test_peak_rss_is_the_measuring_process_own():
     ballast = np.ones(2 ** 29 // 8)    # 512 MiB resident here, which ru_maxrss would pass on to the child
     assert peak_rss_mib() > 512
-    child = subprocess.run([sys.executable, "-c", "from fcn8s.bench import peak_rss_mib; print(peak_rss_mib())"],
+    child = subprocess.run([sys.executable, "-c", "from fcn8s.host import peak_rss_mib; print(peak_rss_mib())"],
                            capture_output=True, text=True, check=True)
     del ballast
     assert float(child.stdout) < 256

@@ -72,6 +72,8 @@ def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("train.lrr=0.1", "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+    ("model.backbone_impl=fast", "unknown key 'model.backbone_impl' (replaced by 'model.kernels')"),
+    ("model.kernels=fast", "model.kernels = 'fast'; choose one of auto, mindspore, onednn, native"),
     ("train.lr=fast", "train.lr = 'fast' is not a float"),
     ("train.batch_size=2.5", "train.batch_size = 2.5 is not an int"),
     ("data.shuffle=1", "data.shuffle = 1 is not a bool"),

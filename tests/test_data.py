@@ -374,6 +374,27 @@ def test_check_data_names_every_problem(synth_voc, tmp_path, capsys):
     assert "4 problem(s)" in out
 
 
+def test_check_data_names_the_mindrecord_row_for_image_and_label_problems(tmp_path, capsys):
+    from mindspore.mindrecord import FileWriter
+    from fcn8s.data.check import check_data
+    from fcn8s.data.mindrecord import SCHEMA
+    path = tmp_path / "val.mindrecord"
+    writer = FileWriter(str(path), shard_num=1)
+    writer.add_schema(SCHEMA, "bad rows")
+    image = _encoded(np.zeros((48, 64, 3), np.uint8))
+    writer.write_raw_data([{"file_name": "rgb", "data": image, "label": _pil_bytes("RGB")},
+                           {"file_name": "range", "data": image,
+                            "label": index_png_bytes(np.full((48, 64), 40, np.uint8))},
+                           {"file_name": "gray", "data": _pil_bytes("L", fmt="JPEG"),
+                            "label": index_png_bytes(np.zeros((48, 64), np.uint8))}])
+    writer.commit()
+    assert check_data(path, num_classes=NUM_CLASSES) == 1
+    out = capsys.readouterr().out
+    assert f"{path}[rgb]: label mode RGB (a colour-coded picture" in out
+    assert f"{path}[range]: label values 40 outside 0..5 and 255" in out
+    assert f"{path}[gray]: grayscale image (mode L)" in out
+
+
 def test_augmentation_is_reproducible_with_several_workers(converted):
     cfg = load_config(None, [f"data.train={converted / 'train.mindrecord'}", "data.crop_size=64",
                              "data.num_workers=2", "data.shuffle=false"])

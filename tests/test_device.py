@@ -4,7 +4,7 @@ from fcn8s import device
 from fcn8s.config import load_config
 from fcn8s.device import loss_scale_manager, pick_target, precision_policy, setup_device
 from fcn8s.errors import FCNError
-from fcn8s.models.onednn import cap_mindspore_isa
+from fcn8s.kernels.onednn import cap_mindspore_isa
 
 
 def test_precision_policy_per_device():

@@ -37,7 +37,7 @@ def _features_layout():
 
 
 def _fresh_model():
-    return FCN("fcn8s", num_classes=21, width=1.0, backbone_impl="native", conv6_impl="native")
+    return FCN("fcn8s", num_classes=21, width=1.0, kernels="native")
 
 
 def _our_activations(net, image):

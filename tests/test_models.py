@@ -98,7 +98,7 @@ def _weighted_sum(net, weights):
     ((24, 40), 7, {"weight_grad": "matmul"}),                          # conv6's fast path
     ((12, 20), 3, {"input_grad": "flipped"}),                          # conv1-conv3's
     ((20, 12), 3, {"input_grad": "flipped", "weight_grad": "matmul"}),
-    ((12, 20), 3, {"kernels": "onednn"}),                              # backbone_impl onednn
+    ((12, 20), 3, {"kernels": "onednn"}),                              # model.kernels onednn
     ((20, 12), 3, {"kernels": "onednn"}),
     ((8, 16), 7, {"kernels": "onednn"}),
     ((16, 8), 1, {"kernels": "onednn"}),
@@ -123,17 +123,19 @@ def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, gr
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
-@pytest.mark.parametrize("backbone_impl, conv_types", [
-    ("fast", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d"]),
-    ("onednn", ["FastGradConv2d"] * 4),
+@pytest.mark.parametrize("kernels, conv_types", [
+    ("mindspore", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d", "Conv2d"]),
+    ("onednn", ["FastGradConv2d"] * 4 + ["Conv2d"]),
 ])
-def test_fast_and_native_models_have_the_same_loss_and_gradients(backbone_impl, conv_types, rng, request):
+def test_fast_and_native_models_have_the_same_loss_and_gradients(kernels, conv_types, rng, request):
     """The whole network: fast conv6 and backbone gradients against nn.Conv2d everywhere, one checkpoint."""
-    if backbone_impl == "onednn":
+    if kernels == "onednn":
         request.getfixturevalue("onednn_kernels")
-    fast = FCN("fcn8s", num_classes=4, width=0.125, backbone_impl=backbone_impl)
-    native = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="native", backbone_impl="native")
-    assert [type(c).__name__ for c in (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0])] == conv_types
+    fast = FCN("fcn8s", num_classes=4, width=0.125, kernels=kernels)
+    native = FCN("fcn8s", num_classes=4, width=0.125, kernels="native")
+    convs = (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0], fast.conv7[0])
+    assert [type(c).__name__ for c in convs] == conv_types
+    assert "FastGradConv2d" not in {type(cell).__name__ for _, cell in native.cells_and_names()}
     native_params = {p.name: p for p in native.get_parameters()}
     for p in fast.get_parameters():
         native_params[p.name].set_data(p.data.copy())
@@ -153,8 +155,8 @@ def test_fast_and_native_models_have_the_same_loss_and_gradients(backbone_impl, 
 
 
 def test_fast_and_native_conv6_models_share_checkpoints(tmp_path, rng):
-    fast = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="fast")
-    native = FCN("fcn8s", num_classes=4, width=0.125, conv6_impl="native")
+    fast = FCN("fcn8s", num_classes=4, width=0.125, kernels="mindspore")
+    native = FCN("fcn8s", num_classes=4, width=0.125, kernels="native")
     save_checkpoint(fast.get_parameters(), tmp_path / "w.ckpt")
     load_weights(native, tmp_path / "w.ckpt")
     fast.set_train(False)

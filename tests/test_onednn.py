@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from fcn8s.errors import FCNError
-from fcn8s.models import fcn, kernel_probe, onednn
-from fcn8s.models.vgg import FAST_BLOCK_IMPLS
+from fcn8s import kernels
+from fcn8s.kernels import onednn, probe
+from fcn8s.models import FCN
 
 x86_64_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64",
                                   reason="oneDNN's ISA cap and kernels are for x86-64 Linux")
@@ -172,7 +173,7 @@ def test_a_damaged_cached_file_is_rebuilt_not_loaded(tmp_path, onednn_kernels, d
     path = next(cache.glob("onednn_conv-*.so" if damaged == "kernel library" else "libdnnl-*.so.3"))
     intact = path.read_bytes()
     path.write_bytes(intact[:len(intact) // 2])
-    done = subprocess.run([sys.executable, "-c", "from fcn8s.models import onednn; print(onednn.available())"],
+    done = subprocess.run([sys.executable, "-c", "from fcn8s.kernels import onednn; print(onednn.available())"],
                           capture_output=True, text=True, env=dict(os.environ, FCN8S_CACHE=str(cache)), timeout=300)
     assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.splitlines()[-1] == "(True, '')"
@@ -190,8 +191,9 @@ def test_a_library_that_does_not_load_is_unavailable_and_auto_falls_back(tmp_pat
     monkeypatch.setenv("FCN8S_CACHE", str(tmp_path))
     with pytest.raises(onednn.OneDNNUnavailable, match=r"cannot load the kernel library \(.*onednn_conv-.*\.so"):
         onednn.load()
-    impl, note = fcn.resolve_backbone_impl("auto")
-    assert impl == "fast" and note.startswith("convolutions: MindSpore's (oneDNN custom kernels not used: cannot load")
+    plan, note = kernels.choose("auto", 1.0)
+    assert plan == kernels.MINDSPORE_PLAN
+    assert note.startswith("convolutions: MindSpore's (oneDNN custom kernels not used: cannot load")
 
 
 def test_the_kernels_are_the_channels_last_ones(onednn_kernels):
@@ -232,24 +234,26 @@ def test_the_kernels_refuse_shapes_that_disagree(onednn_kernels, weight_shape, y
 
 def test_auto_falls_back_to_mindspore_kernels_and_says_why(monkeypatch):
     monkeypatch.setattr(onednn, "available", lambda: (False, "no C++ compiler 'g++' on PATH"))
-    impl, note = fcn.resolve_backbone_impl("auto")
-    assert impl == "fast" and "no C++ compiler 'g++' on PATH" in note
-    with pytest.raises(FCNError, match="model.backbone_impl onednn: no C\\+\\+ compiler"):
-        fcn.resolve_backbone_impl("onednn")
-    assert fcn.resolve_backbone_impl("native") == ("native", "convolutions: MindSpore's (native)")
+    plan, note = kernels.choose("auto", 1.0)
+    assert plan == kernels.MINDSPORE_PLAN and "no C++ compiler 'g++' on PATH" in note
+    with pytest.raises(FCNError, match="model.kernels onednn: no C\\+\\+ compiler"):
+        kernels.choose("onednn", 1.0)
+    assert kernels.choose("native", 1.0) == (dict.fromkeys(kernels.LAYERS, "native"),
+                                             "convolutions: MindSpore's (native)")
 
 
 def test_auto_picks_per_block_what_the_probe_measured_faster_and_mindspore_kernels_elsewhere():
     usable, why = onednn.available()
-    impl, note = fcn.resolve_backbone_impl("auto", width=0.0625)
+    plan, note = kernels.choose("auto", 0.0625)
     if not usable:
-        assert impl == "fast" and why in note
+        assert plan == kernels.MINDSPORE_PLAN and why in note
         return
-    verdict = json.loads(kernel_probe.verdict_path(0.0625).read_text())["seconds"]
-    assert len(impl) == 5 and "oneDNN / MindSpore time per block: conv1 " in note
-    for level, block in enumerate(impl):
+    verdict = json.loads(probe.verdict_path(0.0625).read_text())["seconds"]
+    assert "oneDNN / MindSpore time per block: conv1 " in note
+    for level, block in enumerate(("conv1", "conv2", "conv3", "conv4", "conv5")):
         faster = verdict["onednn"][level] < verdict["mindspore"][level]
-        assert block == ("onednn" if faster else FAST_BLOCK_IMPLS[level])
+        assert plan[block] == ("onednn" if faster else kernels.MINDSPORE_PLAN[block])
+    assert (plan["conv6"], plan["conv7"]) == ("matmul", "native")
 
 
 def test_the_probe_leaves_the_seeded_initialisation_alone(onednn_kernels, tmp_path, monkeypatch):
@@ -260,7 +264,7 @@ def test_the_probe_leaves_the_seeded_initialisation_alone(onednn_kernels, tmp_pa
     for _ in range(2):   # the probe runs in the first build only
         ms.set_seed(1)
         np.random.seed(1)
-        net = fcn.FCN("fcn8s", 4, 0.0625, backbone_impl=fcn.resolve_backbone_impl("auto", 0.0625)[0])
+        net = FCN("fcn8s", 4, 0.0625, kernels=kernels.choose("auto", 0.0625)[0])
         weights.append({p.name: p.asnumpy() for p in net.get_parameters()})
     assert len(list(tmp_path.glob("kernel-probe-*.json"))) == 1
     for name, value in weights[0].items():
@@ -274,13 +278,13 @@ def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path
     def fake_measure(width):
         calls.append(width)
         return {"mindspore": [1.0, 1.0, 1.0, 1.0, 1.0], "onednn": [0.5, 0.9, 1.1, 2.0, 0.99]}
-    monkeypatch.setattr(kernel_probe, "measure", fake_measure)
-    impls, note = kernel_probe.choose_block_impls(0.5)
-    assert impls == ("onednn", "onednn", "flipped", "native", "onednn")
+    monkeypatch.setattr(probe, "measure", fake_measure)
+    blocks, note = probe.faster_onednn_blocks(0.5)
+    assert blocks == ("conv1", "conv2", "conv5")
     assert "conv1 0.50, conv2 0.90, conv3 1.10, conv4 2.00, conv5 0.99 (measured now" in note
-    again, note = kernel_probe.choose_block_impls(0.5)
-    assert again == impls and "(cached in " in note and calls == [0.5]
-    kernel_probe.choose_block_impls(0.25)
+    again, note = probe.faster_onednn_blocks(0.5)
+    assert again == blocks and "(cached in " in note and calls == [0.5]
+    probe.faster_onednn_blocks(0.25)
     assert calls == [0.5, 0.25]
 
 

@@ -17,7 +17,8 @@ from fcn8s.data.mindrecord import convert_voc
 from fcn8s.data.synth import make_synthetic_voc
 from fcn8s.device import setup_device
 from fcn8s.errors import FCNError
-from fcn8s.models import build_model, onednn
+from fcn8s.kernels import onednn
+from fcn8s.models import build_model
 from fcn8s.rundir import RunDir
 from fcn8s.schedule import lr_per_step
 
@@ -74,7 +75,7 @@ def _log(output_dir):
 
 def test_training_writes_checkpoints_logs_and_plots(tmp_path, tiny_data, capsys):
     result = train_module.train(tiny_config(tiny_data, tmp_path / "run"))
-    said = capsys.readouterr().out   # backbone_impl auto: the oneDNN kernels where they load, and the log says so
+    said = capsys.readouterr().out   # model.kernels auto: the oneDNN kernels where they load, and the log says so
     if onednn.available()[0]:
         assert "convolutions: conv1 " in said and "(oneDNN kernels " in said   # the probe's per-block choice
     else:

@@ -11,8 +11,7 @@ from tqdm import tqdm
 
 from ..errors import FCNError
 from .mindrecord import resolve_mindrecord
-from .voc import BadSample, Sample, check_image, check_label_values, default_class_names, find_voc_root, load_sample, \
-    read_id_list, read_label
+from .voc import BadSample, Sample, checked_label, default_class_names, find_voc_root, load_sample, read_id_list
 
 
 class Findings:
@@ -74,15 +73,10 @@ def _check_mindrecord(path, findings):
         name = str(row["file_name"])
         seen[name] += 1
         findings.counts[split] += 1
-        where = Path(f"{path}[{name}]")
+        where = Path(f"{path}[{name}]")   # names the row in every message, for its image and its label
         try:
-            size = check_image(row["data"].tobytes(), where)
-            label = read_label(where.with_suffix(".png"), row["label"].tobytes())
-            if label.shape != size:
-                raise BadSample(f"{where}: label is {label.shape[1]}x{label.shape[0]} but its image is "
-                                f"{size[1]}x{size[0]}")
-            check_label_values(label, where, findings.num_classes)
-            findings.add_label(label)
+            findings.add_label(checked_label(row["data"].tobytes(), where, where, findings.num_classes,
+                                             row["label"].tobytes()))
         except BadSample as exc:
             findings.add_problem(split, str(exc))
     for name, n in seen.items():

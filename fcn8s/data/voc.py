@@ -1,7 +1,8 @@
 """Readers for PASCAL VOC 2012 and SBD (Hariharan et al.), and the checks every sample must pass.
 
 Labels are read as palette indices with Pillow (OpenCV would expand the palette to colours).
-The same ``load_sample`` serves ``convert`` and ``check-data``, so both name the same problems.
+The same ``load_sample`` serves ``convert``, ``eval`` and ``check-data`` (whose MindRecord rows go through
+its ``checked_label``), so all name the same problems.
 """
 import io
 from dataclasses import dataclass
@@ -148,16 +149,24 @@ def check_label_values(label, path, num_classes, ignore_label=255):
                         f"and {ignore_label}")
 
 
+def checked_label(image_data, image_path, label_path, num_classes, label_data=None):
+    """The label (uint8 HxW) of an encoded image and its label after every check; BadSample names the problem.
+
+    ``label_data``: the label's bytes where they are not read from ``label_path`` (a MindRecord row).
+    """
+    size = check_image(image_data, image_path)
+    label = read_label(label_path, label_data)
+    if label.shape != size:
+        raise BadSample(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but its image is "
+                        f"{size[1]}x{size[0]}")
+    check_label_values(label, label_path, num_classes)
+    return label
+
+
 def load_sample(sample, num_classes):
     """(image bytes, label uint8 array) of a sample after every check; BadSample names the problem."""
     for path in (sample.image, sample.label):
         if not path.is_file():
             raise BadSample(f"{path}: listed as '{sample.id}' but missing")
     data = sample.image.read_bytes()
-    size = check_image(data, sample.image)
-    label = read_label(sample.label)
-    if label.shape != size:
-        raise BadSample(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image is "
-                        f"{size[1]}x{size[0]}")
-    check_label_values(label, sample.label, num_classes)
-    return data, label
+    return data, checked_label(data, sample.image, sample.label, num_classes)

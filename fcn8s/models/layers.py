@@ -10,17 +10,19 @@ MindSpore 2.10's CPU gradient kernels are slow or memory-hungry for some of FCN'
   at 2x256x256 the full network's step is as fast or faster and its peak memory 640 MB lower. For
   the 512-channel blocks the native input gradient is faster, so they keep it.
 With ``kernels="onednn"`` the forward and both gradients run in oneDNN's channels-last kernels
-instead (``fcn8s/csrc/onednn_conv.cc``, CPU only): 1.4-2.7x MindSpore's convolution speed, and no
+instead (``fcn8s/kernels/onednn_conv.cc``, CPU only): 1.4-2.7x MindSpore's convolution speed, and no
 im2col buffers kept across the step.
 The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
-interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's.
+interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's. ``make_conv`` is
+the one place a convolution of the network is made, from the name the kernel plan gives its layer
+(``fcn8s.kernels``).
 """
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import initializer
 from mindspore.ops.operations import _grad_ops
 
-from . import onednn
+from ..kernels import onednn
 
 INPUT_GRADS = ("native", "flipped")
 WEIGHT_GRADS = ("native", "matmul")
@@ -70,7 +72,7 @@ class _ConvCustomGrad(nn.Cell):
 
 
 class OneDNNConv(nn.Cell):
-    """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (models/onednn.py)."""
+    """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (fcn8s/kernels/onednn.py)."""
 
     def __init__(self, kernel_size):
         super().__init__()
@@ -122,3 +124,16 @@ class FastGradConv2d(nn.Cell):
         # Parameter itself loads it twice, and graph mode then copies each load (TensorMove):
         # 2 x 400 MB for the full conv6, and 0.1 s a step.
         return self.op(x, self.weight.value())
+
+
+def make_conv(in_channels, out_channels, kernel_size, impl, weight_init="xavier_uniform"):
+    """One convolution, made as a kernel plan names it (``fcn8s.kernels``): "native" nn.Conv2d, or a
+    FastGradConv2d (same parameters and outputs) with a "flipped" input gradient, a "matmul" weight
+    gradient, or "onednn" kernels for the forward and both gradients."""
+    if impl == "native":
+        return nn.Conv2d(in_channels, out_channels, kernel_size, weight_init=weight_init)
+    options = {"flipped": {"input_grad": "flipped"}, "matmul": {"weight_grad": "matmul"},
+               "onednn": {"kernels": "onednn"}}
+    if impl not in options:
+        raise ValueError(f"a convolution is made native, {', '.join(options)}; got {impl!r}")
+    return FastGradConv2d(in_channels, out_channels, kernel_size, weight_init=weight_init, **options[impl])

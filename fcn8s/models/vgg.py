@@ -2,22 +2,8 @@
 from mindspore import nn
 
 from ..architecture import VGG16_BLOCKS, scaled
-from .layers import FastGradConv2d
-
-# The "fast" policy on MindSpore's kernels: conv1-conv3 take flipped-kernel input gradients, conv4 and
-# conv5 the native ones (see layers.py for why).
-FAST_BLOCK_IMPLS = ("flipped", "flipped", "flipped", "native", "native")
-
-
-def make_conv(in_channels, out_channels, kernel_size, impl, weight_init="xavier_uniform"):
-    """One convolution: nn.Conv2d for "native", FastGradConv2d (same parameters and outputs) for
-    "flipped" (input gradient as a flipped-kernel convolution) and "onednn" (oneDNN kernels for the
-    forward and both gradients)."""
-    if impl == "onednn":
-        return FastGradConv2d(in_channels, out_channels, kernel_size, kernels="onednn", weight_init=weight_init)
-    if impl == "flipped":
-        return FastGradConv2d(in_channels, out_channels, kernel_size, input_grad="flipped", weight_init=weight_init)
-    return nn.Conv2d(in_channels, out_channels, kernel_size, weight_init=weight_init)
+from ..kernels import BACKBONE
+from .layers import make_conv
 
 
 def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3, impl="native"):
@@ -32,20 +18,13 @@ def conv_bn_relu_block(in_channels, out_channels, num_convs=1, kernel_size=3, im
     return nn.SequentialCell(layers)
 
 
-def block_impls(impl):
-    """The five blocks' convolution impls for a backbone impl: "fast" (FAST_BLOCK_IMPLS), "onednn" or
-    "native" for all, or already a per-block tuple (what ``auto`` measures, see kernel_probe)."""
-    if isinstance(impl, (tuple, list)):
-        return tuple(impl)
-    return FAST_BLOCK_IMPLS if impl == "fast" else (impl,) * len(VGG16_BLOCKS)
-
-
-def vgg16_bn_blocks(width=1.0, in_channels=3, impl="fast"):
-    """The five blocks conv1..conv5 (pooling is separate), and the channel count of each; ``impl`` as block_impls."""
+def vgg16_bn_blocks(layer_plan, width=1.0, in_channels=3):
+    """The five blocks conv1..conv5 (pooling is separate), each made as ``layer_plan`` (fcn8s.kernels) says,
+    and the channel count of each."""
     blocks, channels = [], []
-    for (out_channels, num_convs), block_impl in zip(VGG16_BLOCKS, block_impls(impl)):
+    for (out_channels, num_convs), block in zip(VGG16_BLOCKS, BACKBONE):
         out_channels = scaled(out_channels, width)
-        blocks.append(conv_bn_relu_block(in_channels, out_channels, num_convs, impl=block_impl))
+        blocks.append(conv_bn_relu_block(in_channels, out_channels, num_convs, impl=layer_plan[block]))
         channels.append(out_channels)
         in_channels = out_channels
     return blocks, channels

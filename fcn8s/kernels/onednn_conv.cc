@@ -3,7 +3,7 @@
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
 // then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps MindSpore's oneDNN at AVX2
-// (cap_mindspore_isa in fcn8s/models/onednn.py). The same oneDNN, given NHWC tensors at AVX-512,
+// (cap_mindspore_isa in fcn8s/kernels/onednn.py). The same oneDNN, given NHWC tensors at AVX-512,
 // runs its brgemm kernels 1.4-2.7x faster than MindSpore's capped ones (benchmarks/conv_kernels.py:
 // 210-330 against 86-190 GFLOP/s on two cores). Each call reorders its NCHW inputs to NHWC, runs
 // the convolution and reorders the result back; the reorders are memory-bound and cheap next to the

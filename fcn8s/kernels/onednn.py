@@ -2,7 +2,7 @@
 
 ``cap_mindspore_isa()`` caps the oneDNN instance MindSpore runs its CPU kernels on at AVX2.
 
-The kernels (``fcn8s/csrc/onednn_conv.cc``) are MindSpore AOT custom ops. They are compiled with the
+The kernels (``onednn_conv.cc`` beside this file) are MindSpore AOT custom ops. They are compiled with the
 host's C++ compiler on first use into a cache folder (``$FCN8S_CACHE``, default ``~/.cache/fcn8s``),
 keyed by everything that changes the binary (``cache_key``). Each cached file is written under a
 temporary name then renamed, and its sha256 is recorded beside it afterwards, so concurrent processes
@@ -27,7 +27,7 @@ from ..fileio import atomic_path, atomic_write_text
 from ..host import cpu_flags
 from ..log import get_logger
 
-SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "onednn_conv.cc"
+SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
 CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-fopenmp")
 OPS = ("forward", "input_grad", "weight_grad")
 ISA_AVX2 = 0x7        # dnnl_cpu_isa_avx2 in oneDNN 3.x's dnnl_types.h

@@ -2,10 +2,10 @@
 
 The oneDNN channels-last kernels were 1.4-2.7x MindSpore's on one 2-core Xeon, yet made the
 full-width network 1.3x slower on a 2-core AMD EPYC, while still winning there on the narrow demo
-network. No property known in advance predicts that, so ``model.backbone_impl: auto`` measures:
-for each of the five blocks it times one of the block's convolutions (forward, input gradient and
-weight gradient, as a train step runs them, at the block's resolution for a 2x256² input) with
-MindSpore's kernels (the ``fast`` policy) and with the oneDNN kernels, and keeps the faster. The
+network. No property known in advance predicts that, so ``model.kernels: auto`` measures: for each
+of the five blocks it times one of the block's convolutions (forward, input gradient and weight
+gradient, as a train step runs them, at the block's resolution for a 2x256² input) with MindSpore's
+kernels (as the ``mindspore`` plan makes it) and with the oneDNN kernels, and keeps the faster. The
 verdict is cached beside the compiled library, keyed by everything that changes it (CPU model and
 flags, cores, MindSpore version, kernel source, width), so the probe runs once per host and width.
 """
@@ -20,7 +20,7 @@ from ..architecture import VGG16_BLOCKS, scaled
 from ..fileio import atomic_write_text
 from ..host import cpu_flags, cpu_name
 from ..log import get_logger
-from . import onednn
+from . import BACKBONE, MINDSPORE_PLAN, onednn
 
 PROBE_BATCH, PROBE_SIZE = 2, 256   # the bench's and the docs' reference step
 REPEAT = 3
@@ -62,7 +62,8 @@ def _step_seconds(conv, x):
 def measure(width):
     """{"mindspore": [s per block], "onednn": [s per block]}: one convolution of each block, timed both ways."""
     import mindspore as ms
-    from .vgg import FAST_BLOCK_IMPLS, make_conv
+
+    from ..models.layers import make_conv
     seconds = {"mindspore": [], "onednn": []}
     size = PROBE_SIZE
     rng = np.random.default_rng(0)
@@ -72,18 +73,17 @@ def measure(width):
         # weights from this generator, not an initializer: the probe must not move the seeded random
         # state that the network's own initialisation draws from next
         weight = ms.Tensor(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.05)
-        for kernels, impl in (("mindspore", FAST_BLOCK_IMPLS[level]), ("onednn", "onednn")):
+        for kernels, impl in (("mindspore", MINDSPORE_PLAN[BACKBONE[level]]), ("onednn", "onednn")):
             seconds[kernels].append(_step_seconds(make_conv(channels, channels, 3, impl, weight_init=weight), x))
         size //= 2
     return seconds
 
 
-def choose_block_impls(width):
-    """(per-block impls, note): "onednn" where its kernels were faster here, else the ``fast`` policy's.
+def faster_onednn_blocks(width):
+    """(blocks, note): the backbone blocks whose oneDNN kernels were faster here than MindSpore's.
 
     Measured once per host and width (see the module docstring); later calls read the cached verdict.
     """
-    from .vgg import FAST_BLOCK_IMPLS
     path = verdict_path(width)
     try:
         seconds = json.loads(path.read_text())["seconds"]
@@ -93,8 +93,7 @@ def choose_block_impls(width):
         seconds = measure(width)
         atomic_write_text(path, json.dumps({"width": width, "seconds": seconds}) + "\n")
         how = f"measured now, saved to {path}"
-    impls = tuple("onednn" if fast < slow else default for fast, slow, default
-                  in zip(seconds["onednn"], seconds["mindspore"], FAST_BLOCK_IMPLS))
-    ratios = ", ".join(f"conv{i + 1} {o / m:.2f}" for i, (o, m) in enumerate(zip(seconds["onednn"],
-                                                                               seconds["mindspore"])))
-    return impls, f"oneDNN / MindSpore time per block: {ratios} ({how})"
+    pairs = list(zip(BACKBONE, seconds["onednn"], seconds["mindspore"]))
+    ratios = ", ".join(f"{block} {fast / slow:.2f}" for block, fast, slow in pairs)
+    return tuple(block for block, fast, slow in pairs if fast < slow), \
+        f"oneDNN / MindSpore time per block: {ratios} ({how})"
