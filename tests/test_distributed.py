@@ -51,7 +51,7 @@ def test_two_workers_read_disjoint_rows_and_end_with_identical_weights(launch_ar
     assert not np.array_equal(first, read_checkpoint(run / "last.ckpt")["conv1.0.weight"].asnumpy())
 
 
-def test_a_killed_worker_ends_the_job_with_an_error(launch_args):
+def test_a_killed_worker_ends_the_job_with_an_error_and_a_relaunch_resumes(launch_args):
     command, run, logs = launch_args("killed", "train.epochs=200")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -66,3 +66,12 @@ def test_a_killed_worker_ends_the_job_with_an_error(launch_args):
         proc.kill()
     assert proc.returncode != 0
     assert "a worker failed" in out
+    # the relaunch continues from the last finished epoch's checkpoint and trains one more epoch
+    done = training_state(read_checkpoint(run / "last.ckpt"))["epoch"]
+    command, run, logs = launch_args("killed", f"train.epochs={done + 1}", "train.resume=auto")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    rank0 = (logs / "worker_0.log").read_text()
+    assert proc.returncode == 0, proc.stderr[-2000:] + rank0[-3000:]
+    assert f"resumed from {run / 'last.ckpt'}: epoch {done}, step {2 * done}" in rank0
+    state = training_state(read_checkpoint(run / "last.ckpt"))
+    assert state["epoch"] == done + 1 and state["step"] == 2 * (done + 1)
