@@ -5,6 +5,7 @@ Jobs are imported only when run, so ``fcn8s --help`` does not load MindSpore.
 """
 import argparse
 import os
+import signal
 import sys
 
 from . import __version__
@@ -231,6 +232,10 @@ def main(argv=None):
     # when it loads, so it is set here, before any job imports MindSpore, for this program and the
     # processes it starts (msrun workers, data loaders), not by `import fcn8s`.
     os.environ.setdefault("GLOG_v", "3")
+    # past the file size limit (ulimit -f) a write then fails with EFBIG, reported in one line naming the
+    # file, instead of SIGXFSZ killing the process
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -110,9 +110,9 @@ KEYS = {key.name: key for key in (
     Key("eval.max_pixels", 2048 * 2048, "without eval.window, an image whose padded input would exceed this many "
         "pixels is segmented in sliding windows of eval.canvas, so the network's memory stays that of the "
         "canvas; 0: never"),
-    Key("eval.max_memory", None, "GB that segmenting one image may take besides the network (its normalised "
-        "copy, logits and class map, about (16 + 4 x classes) bytes a pixel); a larger image is refused "
-        "before it is decoded; null: the memory the system has available", type=float, positive=True),
+    Key("eval.max_memory", None, "GB that segmenting one image may take besides the network (its copies, logits "
+        "and class map: about 90 + 4 x classes bytes a pixel); a larger image is refused, by infer before it "
+        "is decoded; null: the memory the system has available", type=float, positive=True),
     Key("infer.alpha", 0.5, "opacity of the mask in the overlay", positive=True, flag="--alpha"),
     Key("infer.legend", True, "draw a legend of the classes present on the overlay"),
     Key("demo.num_train", 240, "synthetic training images `fcn8s demo` makes", positive=True),

@@ -17,7 +17,7 @@ from .data.dataset import create_eval_dataset
 from .data.transforms import decode_image
 from .data.voc import BadSample, load_sample, voc_samples
 from .errors import FCNError
-from .fileio import atomic_write_text, refuse_existing
+from .fileio import make_output_dir, refuse_existing, write_error, write_output
 from .log import get_logger
 from .metrics import ConfusionMatrix
 from .predict import Predictor
@@ -59,10 +59,13 @@ def confusion_over_dataset(predictor, items, num_classes, limit=None, desc="eval
     matrix = ConfusionMatrix(num_classes)
     count = 0
     bar = tqdm(items, desc=desc, unit="img", leave=False, disable=None, total=limit)
-    for image, label, _ in bar:
+    for image, label, name in bar:
         if limit is not None and count >= limit:
             break
-        matrix.update(predictor.predict(image), label)
+        try:
+            matrix.update(predictor.predict(image), label)
+        except FCNError as exc:   # an image too large for the memory there is
+            raise FCNError(f"{name}: {exc}") from None
         count += 1
     bar.close()
     return matrix, count
@@ -85,7 +88,10 @@ def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limi
     for report_file in ("metrics.json", "confusion_matrix.png"):
         refuse_existing(output / report_file, force)
     tta = f"scales {list(predictor.scales)}{', flip' if predictor.flip else ''}"
-    tta += f", window {predictor.window}/{predictor.stride}" if predictor.window else ""
+    if predictor.window:
+        tta += f", window {predictor.window}/{predictor.stride}"
+    elif predictor.max_pixels:
+        tta += f", windows of the canvas past {predictor.max_pixels} pixels"
     log.info(f"evaluating on {source}: full resolution, canvas {predictor.canvas}, {tta}")
     start = time.time()
     matrix, count = confusion_over_dataset(predictor, items, num_classes, limit)
@@ -101,8 +107,12 @@ def evaluate(cfg, ckpt, data=None, voc_root=None, split="val", output=None, limi
                             for name, iou, acc, pixels in zip(names, scores["iou"], scores["accuracy"],
                                                               scores["pixels"])},
               "confusion_matrix": matrix.matrix.tolist()}
-    atomic_write_text(output / "metrics.json", json.dumps(report, indent=1) + "\n")
-    plot_confusion_matrix(matrix.matrix, names, output / "confusion_matrix.png")
+    make_output_dir(output)   # which also removes what an eval killed while writing there left
+    write_output(output / "metrics.json", json.dumps(report, indent=1) + "\n")
+    try:
+        plot_confusion_matrix(matrix.matrix, names, output / "confusion_matrix.png")
+    except OSError as exc:
+        raise write_error(output / "confusion_matrix.png", exc) from None
     log.info(f"wrote {output / 'metrics.json'} and {output / 'confusion_matrix.png'} "
              f"({count} images, {count / max(seconds, 1e-9):.1f} img/s)")
     return scores

@@ -5,17 +5,16 @@ by mindspore.export; ONNX by ``fcn8s.onnx_graph`` from the weights (MindSpore 2.
 fails on this network). The exported file is loaded back by the runtime eval and infer use for it
 (MINDIR: mindspore.load + nn.GraphCell, ONNX: onnxruntime) and run on a random (batch, 3, H, W) input,
 normalised BGR as in eval; it is renamed into place only if its logits match the network's. The
-MINDIR input shape is fixed to that; the ONNX model takes any batch and size.
+MINDIR input shape is fixed to that; the ONNX model takes any batch and size. A write that fails (disk
+full, file size limit) is one line naming the output; an earlier output stays as it was.
 """
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import FCNError
-from .fileio import make_output_dir, refuse_existing
+from .fileio import make_output_dir, refuse_existing, staging_dir, write_error
 from .log import get_logger
 from .runtime import MindirModel, OnnxModel, load_model
 
@@ -49,18 +48,20 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
     net = model.net
     images = np.random.default_rng(0).standard_normal((batch, 3, *size)).astype(np.float32)
     expected = model.forward(images)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        if fmt == "ONNX":
-            from .onnx_graph import build_onnx_model
-            model = build_onnx_model(net.parameters_dict(), cfg.model.arch, cfg.model.num_classes)
-            (staging / "model.onnx").write_bytes(model.SerializeToString())
-        else:
-            try:
-                ms.export(net, ms.Tensor(images), file_name=str(staging / "model"), file_format=fmt)
-            except (RuntimeError, TypeError, ValueError) as exc:
-                raise FCNError(f"MindSpore {ms.__version__} cannot export this network to {fmt} "
-                               f"({str(exc).strip().splitlines()[0]})") from None
+    with staging_dir(output.parent, output.name) as staging:
+        try:
+            if fmt == "ONNX":
+                from .onnx_graph import build_onnx_model
+                model = build_onnx_model(net.parameters_dict(), cfg.model.arch, cfg.model.num_classes)
+                (staging / "model.onnx").write_bytes(model.SerializeToString())
+            else:
+                try:
+                    ms.export(net, ms.Tensor(images), file_name=str(staging / "model"), file_format=fmt)
+                except (RuntimeError, TypeError, ValueError) as exc:
+                    raise FCNError(f"MindSpore {ms.__version__} cannot export this network to {fmt} "
+                                   f"({str(exc).strip().splitlines()[0]})") from None
+        except OSError as exc:   # the disk is full, a file size limit, ...
+            raise write_error(output, exc) from None
         exported = staging / f"model{suffix}"
         got = _run_exported(exported, fmt, images, cfg.model.num_classes)
         diff = float(np.abs(got - expected).max()) / max(1.0, float(np.abs(expected).max()))
@@ -68,8 +69,6 @@ def export(cfg, ckpt, output, fmt="MINDIR", batch=1, size=(512, 512), force=Fals
             raise FCNError(f"the exported {fmt} file gives different logits (shape {got.shape}, "
                            f"relative max difference {diff:.2e}); not written")
         exported.replace(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info(f"wrote {output}: input (batch {batch}, 3, {size[0]}, {size[1]}), verified against the network "
              f"(relative max difference {diff:.1e})")
     return 0

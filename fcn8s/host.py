@@ -101,3 +101,25 @@ def peak_rss_mib():
     """
     status = Path("/proc/self/status").read_text()
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+
+
+# cgroup (v2, v1) memory limit and usage: a container's limit, which /proc/meminfo does not show
+_CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def available_memory():
+    """Bytes a new allocation can take without swapping: /proc/meminfo's MemAvailable, or less where the
+    process's cgroup (a container) has a lower limit; the free physical pages where there is no /proc."""
+    candidates = []
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        candidates += [int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in _CGROUP_MEMORY:
+        try:
+            candidates.append(int(Path(limit).read_text()) - int(Path(usage).read_text()))
+        except (OSError, ValueError):   # no such file, or "max": no limit
+            pass
+    return min(candidates) if candidates else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

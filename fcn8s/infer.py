@@ -3,18 +3,23 @@
 ``<stem>_label.png`` is an 8-bit palette PNG (class indices in Pillow, colours in any viewer),
 ``<stem>_color.png`` the colour mask, ``<stem>_overlay.png`` the mask blended over the image
 (with a legend of the classes present when ``infer.legend`` is on). Written on ``fcn8s.Segmenter``,
-so the Python API gives the same pixels; its prediction is eval's.
+so the Python API gives the same pixels; its prediction is eval's. An image too large to segment in
+the memory there is (predict.Predictor.check_memory) is refused from its header, before it is decoded,
+and skipped like an unreadable one.
 """
 import glob
+import io
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from .errors import FCNError
 from .data.voc import BadSample, open_fully
-from .fileio import atomic_write_bytes, make_output_dir, refuse_existing
+from .fileio import make_output_dir, refuse_existing, write_output
 from .log import get_logger
 from .segmenter import Segmenter
 from .visualize import colorize, index_png_bytes, png_bytes
@@ -39,19 +44,37 @@ def collect_images(inputs):
     return list(dict.fromkeys(found)), missing
 
 
-def read_image(path):
+def _header_size(data):
+    """(height, width) from an encoded image's header, without decoding it; None where Pillow cannot tell."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.height, image.width
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def read_image(path, check_size=None):
     """(BGR uint8 image, note or None). Grayscale, alpha and 16-bit images are converted, with a note.
 
     A file that does not decode to its end (a truncated JPEG) is refused, as ``convert`` refuses it:
-    OpenCV would decode what it can, fill the rest with grey and only warn.
+    OpenCV would decode what it can, fill the rest with grey and only warn. ``check_size(height,
+    width)`` sees the size before the image is decoded and raises to refuse it; it replaces Pillow's
+    warning about images of over 89 million pixels (Pillow still refuses twice that).
     """
     try:
         data = Path(path).read_bytes()
-        open_fully(data, path, "image")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            size = _header_size(data)
+            if size and check_size:
+                check_size(*size)
+            open_fully(data, path, "image")
     except OSError as exc:
         raise ValueError(f"unreadable image ({exc.strerror or exc})") from None
     except BadSample as exc:
         raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+    except (FCNError, Image.DecompressionBombError) as exc:
+        raise ValueError(str(exc)) from None
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError("unreadable image")
@@ -101,7 +124,7 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
     written = 0
     for image_path in tqdm(images, desc="infer", unit="img", disable=None):
         try:
-            bgr, note = read_image(image_path)
+            bgr, note = read_image(image_path, segmenter.predictor.check_memory)
         except ValueError as exc:
             problems.append(f"{image_path}: {exc}")
             continue
@@ -110,9 +133,9 @@ def infer(cfg, ckpt, inputs, output_dir, force=False):
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         classes = segmenter(rgb)
         paths = plan[image_path]
-        atomic_write_bytes(paths["label"], index_png_bytes(classes))
-        atomic_write_bytes(paths["color"], png_bytes(colorize(classes)))
-        atomic_write_bytes(paths["overlay"], png_bytes(segmenter.overlay(rgb, classes)))
+        write_output(paths["label"], index_png_bytes(classes))
+        write_output(paths["color"], png_bytes(colorize(classes)))
+        write_output(paths["overlay"], png_bytes(segmenter.overlay(rgb, classes)))
         written += 1
     log.info(f"wrote {written} x {len(OUTPUTS)} PNGs ({', '.join(f'*_{k}.png' for k in OUTPUTS)}) to {output_dir}")
     for problem in problems:

@@ -131,9 +131,14 @@ def train(cfg, force=False):
             resolve_mindrecord(records)   # a missing data file is named before anything is written
     setup = setup_device(cfg.device)
     rank, group_size = init_distributed()
+    shards = {"num_shards": group_size, "shard_id": rank} if group_size > 1 else {}
+    steps_per_epoch = len(epoch_rows(cfg.data, 1, t.seed, **shards)) // t.batch_size   # batches drop the remainder
+    if steps_per_epoch == 0:   # named before the run's folder is touched
+        raise FCNError(f"{cfg.data.train}: fewer images than one batch of {t.batch_size} (train.batch_size)"
+                       f"{f' per device ({group_size} devices)' if group_size > 1 else ''}")
     run = RunDir(t.output_dir, rank == 0).open(t.resume, force)
     try:
-        return _train(cfg, setup, rank, group_size, run, log)
+        return _train(cfg, setup, rank, group_size, steps_per_epoch, run, log)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_where_to_resume(run)) from None
     finally:
@@ -151,7 +156,7 @@ def _where_to_resume(run):
     return "interrupted before the first epoch ended; no checkpoint was written"
 
 
-def _train(cfg, setup, rank, group_size, run, log):
+def _train(cfg, setup, rank, group_size, steps_per_epoch, run, log):
     import mindspore as ms
     import mindspore.dataset as ds
     t = cfg.train
@@ -162,13 +167,8 @@ def _train(cfg, setup, rank, group_size, run, log):
     ms.set_seed(t.seed)          # weights: MindSpore's seed and, for its initializers, numpy's global one
     np.random.seed(t.seed)
     ds.config.set_seed(t.seed)   # the pipeline's own randomness (the order and the draws are seeded per epoch)
-
     shards = {"num_shards": group_size, "shard_id": rank} if group_size > 1 else {}
 
-    steps_per_epoch = len(epoch_rows(cfg.data, 1, t.seed, **shards)) // t.batch_size   # batches drop the remainder
-    if steps_per_epoch == 0:
-        raise FCNError(f"{cfg.data.train}: fewer images than one batch of {t.batch_size}"
-                       f"{f' per device ({group_size} devices)' if group_size > 1 else ''}")
     total_steps = steps_per_epoch * t.epochs
     lr = lr_per_step(t.lr_schedule, t.lr, total_steps, t.min_lr, round(t.warmup_epochs * steps_per_epoch),
                      t.poly_power)

@@ -5,6 +5,7 @@ and returns the fcn8s command-line arguments. tests/test_bad_inputs.py runs ever
 that it exits non-zero with exactly one ``fcn8s: error:`` line, no traceback and no new file;
 scripts/error_table.py writes the same runs as the table in docs/errors.md.
 """
+import os
 from pathlib import Path
 
 TINY = ["--set", "model.width=0.0625", "--set", "model.num_classes=3", "--set", "device.target=CPU",
@@ -17,22 +18,71 @@ def _file(folder, name, data):
     return str(path)
 
 
-def _nan_checkpoint(folder):
+def _checkpoint(folder, name="w.ckpt", nan=False):
+    """A checkpoint of the TINY network (with a NaN weight if ``nan``); its path."""
     from fcn8s.checkpoint import save_checkpoint
     from fcn8s.models import FCN
     net = FCN("fcn8s", 3, 0.0625, kernels="native")
-    weight = net.conv1[0].weight
-    weight.set_data(weight.value() * float("nan"))
-    save_checkpoint(net.get_parameters(), Path(folder) / "nan.ckpt")
-    return ["eval", "-c", "demo", "--ckpt", str(Path(folder) / "nan.ckpt"), *TINY]
+    if nan:
+        weight = net.conv1[0].weight
+        weight.set_data(weight.value() * float("nan"))
+    save_checkpoint(net.get_parameters(), Path(folder) / name)
+    return str(Path(folder) / name)
+
+
+def _nan_checkpoint(folder):
+    return ["eval", "-c", "demo", "--ckpt", _checkpoint(folder, "nan.ckpt", nan=True), *TINY]
+
+
+def _mindrecord(folder, name, rows=2, schema=None):
+    """A MindRecord file ``name`` (and its .db) with ``rows`` rows of `fcn8s convert`'s columns, or of a one-int
+    ``schema``; its path. The rows are not images: every case here is refused before one is decoded."""
+    from mindspore.mindrecord import FileWriter
+    from fcn8s.data.mindrecord import SCHEMA
+    path = Path(folder) / name
+    writer = FileWriter(str(path), shard_num=1, overwrite=True)
+    writer.add_schema(schema or SCHEMA, "bad-input corpus")
+    row = {column: 1 for column in schema} if schema else {"file_name": "a", "data": b"jpeg", "label": b"png"}
+    if rows:
+        writer.write_raw_data([row] * rows)
+    writer.commit()
+    return str(path)
+
+
+def _damaged_mindrecord(folder, name, part, size=None):
+    """MindRecord ``name`` whose data file (``part`` "") or .db index (".db") is cut to ``size`` bytes (a copy
+    cut short, a disk that filled up), or removed with ``size`` None; the data file's path."""
+    path = _mindrecord(folder, name)
+    if size is None:
+        os.remove(path + part)
+    else:
+        os.truncate(path + part, size)
+    return path
+
+
+def _renamed(folder):
+    written = _mindrecord(folder, "a.mindrecord")
+    for suffix in ("", ".db"):
+        os.rename(written + suffix, Path(folder) / f"val.mindrecord{suffix}")
+    return str(Path(folder) / "val.mindrecord")
+
+
+def _train(folder, train, val=None):
+    """fcn8s train on MindRecord files ``train`` and ``val`` (a good one if None)."""
+    val = val or _mindrecord(folder, "val.mindrecord")
+    return ["train", "-c", "demo", "--output-dir", str(Path(folder) / "run"), *TINY,
+            "--set", f"data.train={train}", "--set", f"data.val={val}"]
+
+
+def _eval(folder, data):
+    """fcn8s eval of a TINY checkpoint on MindRecord file ``data``."""
+    return ["eval", "-c", "demo", "--ckpt", _checkpoint(folder), "--data", data, *TINY]
 
 
 def _earlier_run(folder):
     (Path(folder) / "run").mkdir()
     _file(Path(folder) / "run", "log.jsonl", '{"epoch": 1, "step": 1, "loss": 1.0}\n')
-    data = [f"data.{split}={_file(folder, f'{split}.mindrecord', '')}" for split in ("train", "val")]
-    return ["train", "-c", "demo", "--output-dir", str(Path(folder) / "run"), *TINY,
-            *sum((["--set", d] for d in data), [])]
+    return _train(folder, _mindrecord(folder, "train.mindrecord"))
 
 
 CASES = [
@@ -46,6 +96,17 @@ CASES = [
     ("training into an earlier run", _earlier_run),
     ("training data missing", lambda d: ["train", "-c", "demo", "--output-dir", str(Path(d) / "new"), *TINY,
                                          "--set", f"data.train={Path(d) / 'none.mindrecord'}"]),
+    ("training data with other columns", lambda d: _train(d, _mindrecord(d, "train.mindrecord",
+                                                                         schema={"x": {"type": "int32"}}))),
+    ("training data cut short", lambda d: _train(d, _damaged_mindrecord(d, "train.mindrecord", "", 20_000_000))),
+    ("training set smaller than one batch", lambda d: _train(d, _mindrecord(d, "train.mindrecord", rows=3))),
+    ("validation set with no images", lambda d: _train(d, _mindrecord(d, "train.mindrecord"),
+                                                       _mindrecord(d, "val.mindrecord", rows=0))),
+    ("evaluation set with no images", lambda d: _eval(d, _mindrecord(d, "val.mindrecord", rows=0))),
+    ("MindRecord without its .db index", lambda d: _eval(d, _damaged_mindrecord(d, "val.mindrecord", ".db"))),
+    ("MindRecord with its .db index cut short", lambda d: _eval(d, _damaged_mindrecord(d, "val.mindrecord", ".db",
+                                                                                       3000))),
+    ("MindRecord renamed after it was written", lambda d: _eval(d, _renamed(d))),
     ("checkpoint missing", lambda d: ["eval", "-c", "demo", "--ckpt", str(Path(d) / "none.ckpt"), *TINY]),
     ("checkpoint truncated", lambda d: ["eval", "-c", "demo", "--ckpt", _file(d, "cut.ckpt", b"\n\x05" + bytes(64)),
                                         *TINY]),

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from .mindrecord import resolve_mindrecord
+from .mindrecord import mindrecord_rows, resolve_mindrecord
 from .preprocess import Preprocessor
 from .transforms import AugmentationDraws, TrainTransform, decode_sample
 
@@ -31,8 +31,7 @@ def epoch_indices(num_rows, epoch, seed, shuffle=True, num_shards=None, shard_id
 
 def epoch_rows(data_cfg, epoch, seed, num_shards=None, shard_id=None):
     """The rows of ``data_cfg.train`` that one shard reads in ``epoch``, in order (see epoch_indices)."""
-    num_rows = _open(data_cfg.train, ["label"]).get_dataset_size()
-    return epoch_indices(num_rows, epoch, seed, data_cfg.shuffle, num_shards, shard_id)
+    return epoch_indices(mindrecord_rows(data_cfg.train), epoch, seed, data_cfg.shuffle, num_shards, shard_id)
 
 
 def create_train_dataset(data_cfg, batch_size, num_shards=None, shard_id=None, drop_remainder=True, seed=0,
