@@ -26,7 +26,7 @@ SHAPES = [(2, 64, 64, 256), (2, 128, 128, 128), (2, 256, 256, 64), (2, 512, 512,
 
 
 class _Op(nn.Cell):
-    """One op as a graph: PyNative's dispatch threads would compete with the kernels' OpenMP threads."""
+    """One op as a graph: PyNative's dispatch threads would compete with the kernels' threads."""
 
     def __init__(self, op, *constants):
         super().__init__()

@@ -43,7 +43,8 @@ def _user_environment():
     """The environment for a measuring subprocess: os.environ, not the C environment it would inherit.
 
     Importing MindSpore setenv()s OMP_NUM_THREADS=1 in the C environment (os.environ does not see it);
-    a child inheriting that would run its OpenMP kernels, PyTorch's and ours, on one thread.
+    a child inheriting that would run PyTorch's OpenMP kernels, and ours (they follow OMP_NUM_THREADS), on
+    one thread.
     """
     return dict(os.environ)
 

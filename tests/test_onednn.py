@@ -306,3 +306,34 @@ def test_the_kernel_threads_follow_omp_num_threads_mindspore_and_msrun(monkeypat
     assert onednn.kernel_threads() == (8, "8 cores")
     runtime_num_threads["value"] = 5
     assert onednn.kernel_threads() == (5, "MindSpore's runtime_num_threads, 8 cores")
+
+
+# In a subprocess: a convolution on the kernels' worker threads, then the same in a forked child, which has
+# none of the parent's threads (its pool must start its own, not wait for them); each child answers with
+# its exit status, and an alarm ends a child that hangs.
+_FORKED = """
+import ctypes, os, signal, sys
+import numpy as np
+from fcn8s.kernels import onednn
+sys.path.insert(0, sys.argv[1])
+from test_onednn import _forward
+lib = ctypes.CDLL(onednn.load())
+x, weight = np.ones((2, 8, 32, 32), np.float32), np.ones((16, 8, 3, 3), np.float32)
+def conv():
+    y = np.zeros((2, 16, 32, 32), np.float32)
+    return _forward(lib, x, weight, y) == 0 and y[0, 0, 16, 16] == 72.0
+assert conv() and onednn.kernel_threads()[0] > 1
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)
+        os._exit(0 if conv() else 1)
+    assert os.waitpid(pid, 0)[1] == 0, "the forked child failed or hung"
+print("ok")
+"""
+
+
+def test_the_kernels_work_in_a_process_forked_after_they_ran(onednn_kernels):
+    done = subprocess.run([sys.executable, "-c", _FORKED, os.path.dirname(__file__)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "ok", done.stderr[-2000:]

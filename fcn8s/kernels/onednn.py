@@ -28,7 +28,7 @@ from ..host import cpu_flags
 from ..log import get_logger
 
 SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
-CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-fopenmp")
+CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-pthread")
 OPS = ("forward", "input_grad", "weight_grad")
 ISA_AVX2 = 0x7        # dnnl_cpu_isa_avx2 in oneDNN 3.x's dnnl_types.h
 CACHE_FILE_MODE = 0o644   # whatever the umask: build() refuses cached files that others can write
@@ -80,7 +80,7 @@ def cap_mindspore_isa():
 
 
 def kernel_threads():
-    """(threads of the kernels' OpenMP pool, why): the same budget MindSpore's CPU kernels get.
+    """(threads of the kernels' pool, why): the same budget MindSpore's CPU kernels get.
 
     OMP_NUM_THREADS wins. Otherwise MindSpore's runtime_num_threads (a value set through
     device_context.cpu.op_tuning.threads_num cannot be read back), at most the cores this process may
@@ -206,7 +206,7 @@ def _kernels():
     lib.fcn8s_onednn_error.restype = ctypes.c_char_p
     if lib.fcn8s_onednn_init(str(private_dnnl).encode(), threads) != 0:
         raise OneDNNUnavailable(lib.fcn8s_onednn_error().decode())
-    get_logger().info(f"oneDNN convolution kernels: OpenMP threads {threads} ({why})")
+    get_logger().info(f"oneDNN convolution kernels: {threads} thread{'s' if threads > 1 else ''} ({why})")
     return str(library), lib
 
 

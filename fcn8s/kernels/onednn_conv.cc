@@ -19,8 +19,9 @@
 // MindSpore AOT signature: int f(int nparam, void **params, int *ndims, int64_t **shapes,
 // const char **dtypes, void *stream, void *extra); params holds the inputs, then the output.
 #include <dlfcn.h>
-#include <omp.h>
+#include <unistd.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +30,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -91,23 +93,89 @@ struct ThreadpoolIface {
     virtual ~ThreadpoolIface() = default;
 };
 
-// The thread count is fcn8s_onednn_init's, given to every parallel region: omp_set_num_threads would
-// only set it for the thread that calls init, not for MindSpore's threads that run the kernels.
-struct OpenMPPool final : ThreadpoolIface {
+// The pool oneDNN's parallel regions run on: the calling thread and threads - 1 workers that sleep
+// (on a condition variable) between regions. Why not OpenMP: libgomp's workers spin for a while after
+// each region, and the kernels run between MindSpore's own operators, whose thread pool then finds
+// a core taken; on two cores that made the full network's step 10-15% slower (OMP_WAIT_POLICY=ACTIVE,
+// which spins without end, made the narrow network's twice as slow). A region is shared statically:
+// the caller runs i = 0, threads, 2 x threads, ..., worker t runs i = t, t + threads, ...  Calls are
+// serialised by `mutex` (run), so one region runs at a time; a nested region runs on its caller.
+// A process forked after the workers started has none of them, and its copies of their mutex and
+// condition variables may be held by threads that do not exist there: it starts its own workers on
+// new ones on first use.
+struct SleepingPool final : ThreadpoolIface {
     int threads = 1;
     int get_num_threads() const override { return threads; }
-    bool get_in_parallel() const override { return omp_in_parallel(); }
-    void parallel_for(int n, const std::function<void(int, int)> &fn) override {
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int i = 0; i < n; ++i) fn(i, n);
-    }
+    bool get_in_parallel() const override { return in_region; }
     uint64_t get_flags() const override { return 0; }  // synchronous
+
+    void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+        if (threads == 1 || n <= 1 || in_region) {
+            for (int i = 0; i < n; ++i) fn(i, n);
+            return;
+        }
+        Workers &w = workers();
+        {
+            std::lock_guard<std::mutex> lock(w.m);
+            w.job = &fn;
+            w.job_n = n;
+            w.pending = threads - 1;
+            ++w.generation;
+        }
+        w.wake.notify_all();
+        run_share(0, n, fn);
+        std::unique_lock<std::mutex> lock(w.m);
+        w.done.wait(lock, [&w] { return w.pending == 0; });
+    }
+
+  private:
+    struct Workers {   // never freed: its threads sleep on it until the process ends
+        std::mutex m;
+        std::condition_variable wake, done;
+        const std::function<void(int, int)> *job = nullptr;
+        int job_n = 0, pending = 0;
+        uint64_t generation = 0;
+    };
+    static thread_local bool in_region;
+    Workers *current = nullptr;
+    pid_t owner = 0;   // the process whose threads serve `current`
+
+    void run_share(int t, int n, const std::function<void(int, int)> &fn) {
+        in_region = true;
+        for (int i = t; i < n; i += threads) fn(i, n);
+        in_region = false;
+    }
+
+    Workers &workers() {
+        if (owner != getpid()) {
+            owner = getpid();
+            current = new Workers;
+            for (int t = 1; t < threads; ++t) std::thread([this, t, w = current] { work(t, *w); }).detach();
+        }
+        return *current;
+    }
+
+    void work(int t, Workers &w) {
+        uint64_t seen = 0;
+        std::unique_lock<std::mutex> lock(w.m);
+        for (;;) {
+            w.wake.wait(lock, [&] { return w.generation != seen; });
+            seen = w.generation;
+            const auto *fn = w.job;
+            int n = w.job_n;
+            lock.unlock();
+            run_share(t, n, *fn);
+            lock.lock();
+            if (--w.pending == 0) w.done.notify_one();
+        }
+    }
 };
+thread_local bool SleepingPool::in_region = false;
 
 // ---- state ----
 Api api;
 handle_t engine = nullptr, stream = nullptr, scratchpad_attr = nullptr;
-OpenMPPool pool;
+SleepingPool pool;
 std::mutex mutex;
 std::string last_error = "fcn8s_onednn_init was not called";
 
@@ -326,7 +394,7 @@ int run(int op, int nparam, void **params, int *ndims, int64_t **shapes, const c
 extern "C" {
 
 // Loads oneDNN from dnnl_path (dlopen, private to this library), makes the engine and a stream whose
-// parallel regions run on `threads` OpenMP threads. Returns 0, or 1 with fcn8s_onednn_error() saying
+// parallel regions run on `threads` threads (SleepingPool). Returns 0, or 1 with fcn8s_onednn_error() saying
 // why. Calling it again is a no-op.
 int fcn8s_onednn_init(const char *dnnl_path, int threads) {
     std::lock_guard<std::mutex> lock(mutex);
