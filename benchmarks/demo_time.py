@@ -2,7 +2,8 @@
 
 The demo runs as its own process (`fcn8s demo --force`), with an empty kernel cache, so the first-use
 build of the oneDNN kernels is included; the install is not. Then its best checkpoint is exported to
-ONNX and evaluated by both runtimes, for the README's deployment figures:
+ONNX and evaluated by both runtimes, for the README's deployment figures, and the README's picture
+of the demo's overlays (docs/demo_overlays.png) is made from its infer output:
     python benchmarks/demo_time.py [-o benchmarks/results/demo.json] [--output-dir demo_out]
 """
 import argparse
@@ -15,8 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from fcn8s.fileio import atomic_write_text
+import cv2
+import numpy as np
+
+from fcn8s.fileio import atomic_write_bytes, atomic_write_text
 from fcn8s.host import host_record
+
+FIGURE = Path("docs/demo_overlays.png")
 
 
 def _fcn8s(*args, env=None):
@@ -31,6 +37,26 @@ def _report(folder):
     report = json.loads((folder / "metrics.json").read_text())
     keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "images", "seconds")
     return {**{k: report[k] for k in keys}, "images_per_s": report["images"] / report["seconds"]}
+
+
+def overlay_figure(folder, count=3, gap=8):
+    """PNG bytes: ``count`` val images of the demo in ``folder`` (left) beside their overlays (right), stacked."""
+    rows = []
+    for overlay in sorted((folder / "infer").glob("*_overlay.png"))[:count]:
+        image = cv2.imread(str(folder / "VOCdevkit" / "VOC2012" / "JPEGImages" / (overlay.name[:-12] + ".jpg")))
+        picture = cv2.imread(str(overlay))
+        height = max(image.shape[0], picture.shape[0])
+        row = np.full((height, image.shape[1] + gap + picture.shape[1], 3), 255, np.uint8)
+        row[:image.shape[0], :image.shape[1]] = image
+        row[:picture.shape[0], image.shape[1] + gap:] = picture
+        rows.append(row)
+    width = max(row.shape[1] for row in rows)
+    canvas = np.full((sum(row.shape[0] + gap for row in rows) - gap, width, 3), 255, np.uint8)
+    top = 0
+    for row in rows:
+        canvas[top:top + row.shape[0], :row.shape[1]] = row
+        top += row.shape[0] + gap
+    return cv2.imencode(".png", canvas)[1].tobytes()
 
 
 def main():
@@ -57,6 +83,7 @@ def main():
     result = {"host": host_record(), "demo_wall_s": round(wall, 1), "demo_eval": _report(out / "eval"),
               "eval_by_runtime": evals}
     atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
+    atomic_write_bytes(FIGURE, overlay_figure(out))
     print(json.dumps(result, indent=1))
 
 
