@@ -34,15 +34,21 @@ def shard_files(path, shards):
     return [path] if shards == 1 else [path.with_name(f"{path.name}{i}") for i in range(shards)]
 
 
-def resolve_mindrecord(path):
-    """``x.mindrecord`` as given, or its first shard ``x.mindrecord0``, checked to be a whole MindRecord of
-    ``fcn8s convert`` with at least one image; FCNError naming the file and what is wrong otherwise."""
+def _first_file(path):
+    """``x.mindrecord`` as given, or its first shard ``x.mindrecord0``; FCNError naming the path if neither."""
     path = Path(path)
     for candidate in (path, path.with_name(path.name + "0")):
         if candidate.is_file():
-            check_mindrecord(candidate)
             return candidate
     raise FCNError(f"{path}: MindRecord file not found (make one with `fcn8s convert` or `fcn8s demo`)")
+
+
+def resolve_mindrecord(path):
+    """``x.mindrecord`` as given, or its first shard ``x.mindrecord0``, checked to be a whole MindRecord of
+    ``fcn8s convert`` with at least one image; FCNError naming the file and what is wrong otherwise."""
+    path = _first_file(path)
+    check_mindrecord(path)
+    return path
 
 
 def _header(path):
@@ -108,7 +114,7 @@ def check_mindrecord(path):
 
 def mindrecord_rows(path):
     """The number of rows of ``x.mindrecord`` (or its shards), checked as resolve_mindrecord checks it."""
-    return check_mindrecord(resolve_mindrecord(path))
+    return check_mindrecord(_first_file(path))
 
 
 def existing_outputs(output, names=("train", "val")):
