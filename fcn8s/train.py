@@ -21,6 +21,7 @@ from .device import init_distributed, loss_scale_manager, setup_device
 from .errors import FCNError
 from .evaluate import SCORE_NAMES, confusion_over_dataset, format_scores, mindrecord_items
 from .log import get_logger
+from .loss import PixelCrossEntropy
 from .models import build_model
 from .optim import Momentum
 from .predict import Predictor
@@ -109,7 +110,7 @@ def build_train_step(net, cfg, setup, lr, log):
     momentum_cls = Momentum if t.momentum > 0 else nn.Momentum
     optimizer = momentum_cls(net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum,
                              weight_decay=t.weight_decay, loss_scale=setup.loss_scale_value if fixed else 1.0)
-    loss_fn = nn.CrossEntropyLoss(ignore_index=cfg.data.ignore_label)
+    loss_fn = PixelCrossEntropy(ignore_index=cfg.data.ignore_label)
     kwargs = {"loss_scale_manager": manager} if manager else {}
     step = amp.build_train_network(net, optimizer, loss_fn, level=setup.amp_level, **kwargs)
     step.set_train(True)
