@@ -1,8 +1,8 @@
-"""Per-op time of full-width FCN-8s train steps (graph mode, CPU), from MindSpore's profiler.
+"""Per-op time of FCN-8s train steps (graph mode, CPU), from MindSpore's profiler.
 
 Two warm-up steps, then two profiled ones; prints milliseconds per step by op type, with conv6's
 ops apart and fcn8s's oneDNN custom ops as "Custom":
-    python benchmarks/profile_step.py [--batch 2 --size 256] [--out /tmp/fcn8s-profile] [-o RESULTS.json]
+    python benchmarks/profile_step.py [--batch 2 --size 256 --width 1.0] [--out /tmp/fcn8s-profile] [-o RESULTS.json]
 """
 import argparse
 import csv
@@ -23,10 +23,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--width", type=float, default=1.0, help="model.width (the demo's is 0.25)")
     parser.add_argument("--out", default="/tmp/fcn8s-profile", help="profiler output folder")
     parser.add_argument("-o", "--output", help="JSON results file")
     args = parser.parse_args()
-    net, step = model_and_step("fcn8s", "train", 1.0, "graph", 2 * STEPS + 1)
+    net, step = model_and_step("fcn8s", "train", args.width, "graph", 2 * STEPS + 1)
     images, labels = (ms.Tensor(a) for a in random_batch(args.batch, args.size))
     for _ in range(STEPS):
         step(images, labels).asnumpy()
@@ -48,6 +49,7 @@ def main():
     if args.output:
         ranked = dict(sorted(per_op.items(), key=lambda item: -item[1]))
         atomic_write_text(args.output, json.dumps({"host": host_record(), "batch": args.batch, "size": args.size,
+                                                   "width": args.width,
                                                    "kernels": net.kernel_plan, "per_op_ms": ranked},
                                                   indent=1) + "\n")
 

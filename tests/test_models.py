@@ -5,7 +5,7 @@ from mindspore import nn
 
 from fcn8s.checkpoint import load_weights, save_checkpoint
 from fcn8s.models import FCN, bilinear_kernel
-from fcn8s.models.layers import FastGradConv2d
+from fcn8s.models.layers import FastGradConv2d, MaxPool
 from fcn8s.models.tutorial import TutorialFCN8s
 
 
@@ -121,6 +121,24 @@ def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, gr
         ms.set_context(mode=ms.PYNATIVE_MODE)
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 12), (1, 5, 9, 11)])   # odd: the last row and column are dropped
+def test_custom_max_pooling_matches_nn_maxpool2d(mode, shape, rng, onednn_kernels):
+    x = _input(rng, *shape)
+    dout = _input(rng, shape[0], shape[1], shape[2] // 2, shape[3] // 2)
+    ms.set_context(mode=mode)
+    try:
+        results = []
+        for net in (MaxPool("custom"), nn.MaxPool2d(kernel_size=2, stride=2)):
+            value, dx = ms.value_and_grad(_weighted_sum(net, dout))(x)
+            results.append((net(x).asnumpy(), value.asnumpy(), dx.asnumpy()))
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+    assert np.count_nonzero(results[0][2]) == dout.size   # one winner per window, none in a dropped row/column
 
 
 @pytest.mark.parametrize("kernels, conv_types", [

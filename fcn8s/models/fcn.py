@@ -12,6 +12,7 @@ from mindspore import nn, ops
 
 from ..kernels import choose as choose_kernels, plan as kernels_plan
 from ..architecture import ARCHS, FC_CHANNELS, STRIDE, head_layers, pool_channels, scaled
+from .layers import MaxPool
 from .vgg import conv_bn_relu_block, vgg16_bn_blocks
 
 
@@ -53,7 +54,7 @@ class FCN(nn.Cell):
         self.kernel_plan = layer_plan = kernels if isinstance(kernels, dict) else kernels_plan(kernels)
         blocks, channels = vgg16_bn_blocks(layer_plan, width)
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = blocks
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool = MaxPool(layer_plan["pool"])
         fc = scaled(FC_CHANNELS, width)
         self.conv6 = conv_bn_relu_block(channels[4], fc, kernel_size=7, impl=layer_plan["conv6"])
         self.conv7 = conv_bn_relu_block(fc, fc, kernel_size=1, impl=layer_plan["conv7"])

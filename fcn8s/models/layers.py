@@ -126,6 +126,42 @@ class FastGradConv2d(nn.Cell):
         return self.op(x, self.weight.value())
 
 
+class MaxPool2x2(nn.Cell):
+    """``nn.MaxPool2d(2, 2)`` whose forward also keeps each window's winner and whose gradient scatters
+    to it (``max_pool2x2_*`` in fcn8s/kernels/onednn_conv.cc, CPU only)."""
+
+    def __init__(self):
+        super().__init__()
+        library = onednn.load()
+        self.forward = ops.Custom(f"{library}:max_pool2x2_forward", func_type="aot",
+                                  out_shape=lambda x: ((x[0], x[1], x[2] // 2, x[3] // 2),) * 2,
+                                  out_dtype=lambda x: (x, ms.uint8))
+        self.grad = ops.Custom(f"{library}:max_pool2x2_grad", func_type="aot",
+                               out_shape=lambda dout, winner, x: x, out_dtype=lambda dout, winner, x: dout)
+
+    def construct(self, x):
+        return self.forward(x)
+
+    def bprop(self, x, out, dout):
+        return (self.grad(dout[0], out[1], x),)
+
+
+class MaxPool(nn.Cell):
+    """2x2, stride-2 max pooling made as a kernel plan names it: "native" nn.MaxPool2d or "custom" MaxPool2x2."""
+
+    def __init__(self, impl):
+        super().__init__()
+        if impl not in ("native", "custom"):
+            raise ValueError(f"max pooling is made native or custom; got {impl!r}")
+        self.custom = impl == "custom"
+        self.pool = MaxPool2x2() if self.custom else nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def construct(self, x):
+        if self.custom:
+            return self.pool(x)[0]
+        return self.pool(x)
+
+
 def make_conv(in_channels, out_channels, kernel_size, impl, weight_init="xavier_uniform"):
     """One convolution, made as a kernel plan names it (``fcn8s.kernels``): "native" nn.Conv2d, or a
     FastGradConv2d (same parameters and outputs) with a "flipped" input gradient, a "matmul" weight
