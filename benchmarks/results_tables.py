@@ -85,9 +85,11 @@ def main():
     kernels = _load(folder, "conv_kernels.json")
     if kernels:
         print(f"### conv_kernels.json ({host_line(kernels['host'])})\n\n" + "\n".join(kernel_table(kernels)) + "\n")
-    profile = _load(folder, "profile_2x256.json")
-    if profile:
-        print(f"### profile_2x256.json ({host_line(profile['host'])})\n\n" + "\n".join(profile_table(profile)) + "\n")
+    for name in ("profile_2x256.json", "profile_1x512.json", "profile_demo.json"):
+        profile = _load(folder, name)
+        if profile:
+            print(f"### {name} ({host_line(profile['host'])}; {profile['batch']}x{profile['size']}², width "
+                  f"{profile['width']:g})\n\n" + "\n".join(profile_table(profile)) + "\n")
     demo = _load(folder, "demo.json")
     if demo:
         e, r = demo["demo_eval"], demo["eval_by_runtime"]

@@ -153,6 +153,7 @@ def test_fast_and_native_models_have_the_same_loss_and_gradients(kernels, conv_t
     native = FCN("fcn8s", num_classes=4, width=0.125, kernels="native")
     convs = (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0], fast.conv7[0])
     assert [type(c).__name__ for c in convs] == conv_types
+    assert type(fast.pool.pool).__name__ == ("MaxPool2x2" if kernels == "onednn" else "MaxPool2d")
     assert "FastGradConv2d" not in {type(cell).__name__ for _, cell in native.cells_and_names()}
     native_params = {p.name: p for p in native.get_parameters()}
     for p in fast.get_parameters():

@@ -394,8 +394,8 @@ int run(int op, int nparam, void **params, int *ndims, int64_t **shapes, const c
 // 2x2, stride-2 max pooling, 'valid' like nn.MaxPool2d(2, 2): an odd last row or column is dropped.
 // The forward also writes which input of each window won (0-3, row-major, the first on ties), so the
 // gradient is one pass that writes each input once; MindSpore's MaxPoolGrad searches every window
-// again from the input and output (158 ms of a 2x256² train step, against about 20 here). Planes
-// (image, channel) are split evenly over the pool's threads.
+// again from the input and output (benchmarks/profile_step.py shows both). Planes (image, channel)
+// are split evenly over the pool's threads.
 bool pool_shapes_agree(int nparam, int expected, int *ndims, int64_t **shapes, const char **dtypes, int full,
                        int pooled, int winner) {
     if (nparam != expected) return fail("max pool: expected " + std::to_string(expected) + " params");
