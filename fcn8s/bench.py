@@ -9,11 +9,15 @@ which fcn8s leaves to oneDNN instead of capping MindSpore's at AVX2), and the Py
 channels_last memory ("torch-channels-last", what a PyTorch user tuning for CPU would try). The PyTorch rows run as a
 user runs PyTorch: in this process's environment (importing fcn8s changes none of it), with torch
 imported first, after a check that the twin gives our logits. Warm-up calls (graph compilation
-included) are excluded; the median of the timed repetitions is reported. Each model row is a
-``bench_worker.Row``.
+included) are excluded; the median of the timed repetitions is reported. With ``--rounds N`` every
+implementation is measured N times, in turn with the others (fcn8s, torch, ..., fcn8s, torch, ...),
+each time in a fresh process, and a row pools the rounds' times: on a machine whose speed drifts
+between minutes, each side then sees the same drift, which one process per side would not. Each
+model row is a ``bench_worker.Row``.
 """
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,6 +124,17 @@ def _run_worker(spec):
     return asdict(Row(**result)) if spec["kind"] == "model" else result
 
 
+def _pooled(rounds):
+    """One row from the rows of each round of one implementation: their times pooled, the largest peak RSS;
+    the first round's error where one failed."""
+    failed = [r for r in rounds if "error" in r]
+    if failed:
+        return failed[0]
+    times = [t for r in rounds for t in r["times_s"]]
+    return {**rounds[0], "times_s": times, "median_s": statistics.median(times), "rounds": len(rounds),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rounds)}
+
+
 def _synthetic_mindrecord(folder):
     """A small VOC-sized (up to 375x500) synthetic MindRecord for the data benchmark."""
     from .data.mindrecord import convert_voc
@@ -183,8 +198,8 @@ def bench(args):
             raise FCNError(f"--compare {c}: choose from {', '.join(MODEL_IMPLS[1:])}")
     if "seed" in compares and args.width != 1.0:
         raise FCNError(f"--compare seed: the tutorial's network is full width; use --width 1 (not {args.width:g})")
-    if min(args.batch, args.size, args.repeat) < 1 or args.warmup < 0:
-        raise FCNError("--batch, --size and --repeat must be positive, --warmup >= 0")
+    if min(args.batch, args.size, args.repeat, args.rounds) < 1 or args.warmup < 0:
+        raise FCNError("--batch, --size, --repeat and --rounds must be positive, --warmup >= 0")
     refuse_existing(args.output, args.force)   # before minutes of measuring, not after
     model_whats = [w for w in whats if w != "data"]
     torch_impls = [c for c in compares if c in TORCH_IMPLS] if model_whats else []
@@ -196,17 +211,21 @@ def bench(args):
     log.info("matmul peak (2048x2048 fp32): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
     rows = []
     for what in model_whats:
-        for impl in ("fcn8s", *compares):
-            spec = {"kind": "model", "impl": impl, "what": what, "batch": args.batch, "size": args.size,
-                    "width": args.width, "repeat": args.repeat, "warmup": args.warmup, "mode": args.mode}
-            if what == "train" and impl in INFER_ONLY:
-                rows.append({**spec, "error": f"{impl} is compared for inference only"})
-                continue
-            if twin_errors.get(impl):
-                rows.append({**spec, "error": twin_errors[impl]})
-                continue
-            log.info(f"measuring {what} {impl} {args.batch}x{args.size} ...")
-            rows.append(_run_worker(spec))
+        specs = [{"kind": "model", "impl": impl, "what": what, "batch": args.batch, "size": args.size,
+                  "width": args.width, "repeat": args.repeat, "warmup": args.warmup, "mode": args.mode}
+                 for impl in ("fcn8s", *compares)]
+        refused = {spec["impl"]: f"{spec['impl']} is compared for inference only"
+                   if what == "train" and spec["impl"] in INFER_ONLY else twin_errors.get(spec["impl"])
+                   for spec in specs}
+        measured = {spec["impl"]: [] for spec in specs if not refused[spec["impl"]]}
+        for number in range(1, args.rounds + 1):
+            for spec in specs:
+                if spec["impl"] in measured:
+                    of = f" (round {number}/{args.rounds})" if args.rounds > 1 else ""
+                    log.info(f"measuring {what} {spec['impl']} {args.batch}x{args.size}{of} ...")
+                    measured[spec["impl"]].append(_run_worker(spec))
+        rows += [_pooled(measured[spec["impl"]]) if spec["impl"] in measured
+                 else {**spec, "error": refused[spec["impl"]]} for spec in specs]
     lines = _format_model_rows(rows, peaks) + [""] + _ratios(rows)
     data_rows = []
     if "data" in whats:

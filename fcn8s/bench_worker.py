@@ -32,18 +32,19 @@ class Row:
     batch: int
     size: int             # square input side, pixels
     width: float          # model.width
-    repeat: int           # timed calls, of which median_s is the median
+    repeat: int           # timed calls per round, of which (all rounds pooled) median_s is the median
     warmup: int           # untimed calls before them
     mode: str             # MindSpore's execution mode, graph | pynative (PyTorch and onnxruntime run eagerly)
     framework: str        # mindspore | torch | onnxruntime
     version: str          # of that framework
-    times_s: list         # seconds of each timed call
+    times_s: list         # seconds of each timed call, all rounds
     median_s: float
-    peak_rss_mib: float   # of the measuring process
+    peak_rss_mib: float   # of the measuring process (the largest over the rounds)
     gflop: float          # convolution GFLOP of one call (a train step counts 3x the forward)
     threads: int          # intra-op threads of the framework
     env: dict             # KERNEL_ENV name -> value, or None where unset, as the measuring process saw it
-    first_call_s: float = None   # the first call (graph compilation, kernel set-up), timed apart
+    first_call_s: float = None   # the first call (graph compilation, kernel set-up), timed apart (first round)
+    rounds: int = 1              # processes that measured it, each in turn with the other rows' (bench --rounds)
     kernels: dict = None         # our MindSpore network: its kernel plan, layer -> how it is made (fcn8s.kernels)
     mindspore_isa: str = None    # MindSpore: how its oneDNN's ISA was set (kernels.onednn.cap_mindspore_isa)
     torch: dict = None           # PyTorch: mkldnn_available, mkldnn_enabled, parallel_backend, cpu_capability

@@ -161,6 +161,9 @@ def get_args_parser():
                         "seed (the tutorial's definition), isa-default (oneDNN's own kernel choice), "
                         "onnxruntime (our ONNX export; inference only)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions (median reported)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every implementation this many times, in turn with the others, each in a "
+                        "fresh process; the rounds' times are pooled")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mode", choices=KEYS["device.mode"].choices, default=KEYS["device.mode"].default,
                    help="MindSpore execution mode of the measured network")

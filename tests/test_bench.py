@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -41,6 +42,27 @@ def test_bench_measures_and_writes_json(tmp_path, capsys, monkeypatch):
     assert f"skipped: {mismatch}" in table
     assert all(set(r) == set(Row.__dataclass_fields__) for r in report["models"] if "error" not in r)
     assert set(report["machine"]["env"]) == set(KERNEL_ENV)
+
+
+def test_rounds_measure_the_implementations_in_turn_and_pool_their_times(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def fake_worker(spec):   # fcn8s takes 1, 2, 3 s in its three rounds, ms-kernels 10, 20, 30 s
+        calls.append(spec["impl"])
+        seconds = calls.count(spec["impl"]) * (1 if spec["impl"] == "fcn8s" else 10)
+        row = {**spec, "framework": "mindspore", "version": "x", "times_s": [seconds, seconds + 0.5],
+               "median_s": seconds + 0.25, "peak_rss_mib": 100.0 * seconds, "gflop": 1.0, "threads": 1, "env": {}}
+        return asdict(Row(**row))
+    monkeypatch.setattr(bench, "_run_worker", fake_worker)
+    monkeypatch.setattr(bench, "matmul_peak", lambda: {"numpy": 1.0, "mindspore": 1.0})
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--what", "infer", "--compare", "ms-kernels", "--rounds", "3", "-o", str(out)]) == 0
+    assert calls == ["fcn8s", "ms-kernels"] * 3
+    rows = {r["impl"]: r for r in json.loads(out.read_text())["models"]}
+    assert rows["fcn8s"]["times_s"] == [1, 1.5, 2, 2.5, 3, 3.5] and rows["fcn8s"]["median_s"] == 2.25
+    assert rows["ms-kernels"]["median_s"] == 20.25 and rows["ms-kernels"]["peak_rss_mib"] == 3000
+    assert rows["fcn8s"]["rounds"] == rows["ms-kernels"]["rounds"] == 3
+    assert "fcn8s time = 0.11 x ms-kernels" in capsys.readouterr().out
 
 
 def test_pytorch_rows_run_in_the_users_environment(tmp_path, capsys, monkeypatch):

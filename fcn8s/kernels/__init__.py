@@ -1,4 +1,4 @@
-"""Which kernels run each convolution: the one setting ``model.kernels``, and the plan it makes.
+"""Which kernels run each convolution and the pooling: the one setting ``model.kernels``, and the plan it makes.
 
 The setting (``SETTINGS``):
 
@@ -15,8 +15,8 @@ A plan maps each convolution layer conv1..conv7 to how ``models.layers.make_conv
 ``native``, ``flipped`` (input gradient as a convolution), ``matmul`` (weight gradient as a matmul)
 or ``onednn``; and ``pool`` to how ``models.layers.MaxPool`` makes the max pooling: ``native`` or
 ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the library
-whose convolutions are oneDNN's: it is used wherever that library loads). ``choose`` is the one place a setting becomes a plan. Importing this package loads
-neither MindSpore nor the kernels.
+whose convolutions are oneDNN's: it is used wherever that library loads). ``choose`` is the one
+place a setting becomes a plan. Importing this package loads neither MindSpore nor the kernels.
 """
 from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
