@@ -24,13 +24,14 @@ def host_line(host):
 
 def model_table(report):
     rows = [r for r in report["models"] if "error" not in r]
-    lines = ["| what | batch x size | impl | median s | GFLOP/s | peak RSS MiB | threads | kernels |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| what | batch x size | impl | median s | rounds | GFLOP/s | peak RSS MiB | threads | kernels |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kernels = describe_kernels(r["kernels"]) if r.get("kernels") else ", ".join(
             (r.get("torch") or {}).get("onednn_convolutions") or [])
         lines.append(f"| {r['what']} | {r['batch']}x{r['size']}² | {LABELS[r['impl']]} | {r['median_s']:.3f} | "
-                     f"{r['gflop'] / r['median_s']:.0f} | {r['peak_rss_mib']:.0f} | {r.get('threads', '')} | {kernels} |")
+                     f"{r['rounds']} | {r['gflop'] / r['median_s']:.0f} | {r['peak_rss_mib']:.0f} | "
+                     f"{r.get('threads', '')} | {kernels} |")
     return lines
 
 
@@ -77,7 +78,8 @@ def profile_table(report):
 
 def main():
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
-    for name in ("bench_2x256.json", "bench_1x512.json", "bench_isa.json"):
+    for name in ("bench_2x256.json", "bench_1x512.json", "bench_tutorial_2x256.json", "bench_tutorial_1x512.json",
+                 "bench_isa.json"):
         report = _load(folder, name)
         if report:
             print(f"### {name} ({host_line(report['machine'])})\n")

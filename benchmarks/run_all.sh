@@ -7,10 +7,16 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 R=benchmarks/results
 FCN8S="$PY -m fcn8s.cli"
-ALL=torch,torch-channels-last,ms-kernels,seed,onnxruntime
-$FCN8S bench --what train,infer,data --batch 2 --size 256 --compare $ALL --repeat 3 --force -o $R/bench_2x256.json
-$FCN8S bench --what train,infer --batch 1 --size 512 --compare $ALL --repeat 3 --force -o $R/bench_1x512.json
+# three rounds, each implementation in turn with the others: this machine's speed drifts between minutes
+PEERS=torch,torch-channels-last,ms-kernels,onnxruntime
+$FCN8S bench --what train,infer,data --batch 2 --size 256 --compare $PEERS --repeat 3 --rounds 3 --force -o $R/bench_2x256.json
+$FCN8S bench --what train,infer --batch 1 --size 512 --compare $PEERS --repeat 3 --rounds 3 --force -o $R/bench_1x512.json
+# the tutorial's definition is 10x slower: one timed call each
+$FCN8S bench --what train,infer --batch 2 --size 256 --compare seed --repeat 1 --warmup 1 --force -o $R/bench_tutorial_2x256.json
+$FCN8S bench --what train,infer --batch 1 --size 512 --compare seed --repeat 1 --warmup 1 --force -o $R/bench_tutorial_1x512.json
 $FCN8S bench --what infer --batch 1 --size 256 --compare isa-default --repeat 1 --warmup 1 --force -o $R/bench_isa.json
 $PY benchmarks/conv_kernels.py -o $R/conv_kernels.json
 $PY benchmarks/profile_step.py -o $R/profile_2x256.json
+$PY benchmarks/profile_step.py --batch 1 --size 512 -o $R/profile_1x512.json
+$PY benchmarks/profile_step.py --batch 8 --size 128 --width 0.25 -o $R/profile_demo.json
 $PY benchmarks/demo_time.py -o $R/demo.json
