@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate every results file that README.md and benchmarks/RESULTS.md cite, one after the other,
-# on a machine with nothing else running (about 50 minutes on 2 cores). Then
+# on a machine with nothing else running (about 30 minutes on 2 cores). Then
 # `python benchmarks/results_tables.py` prints RESULTS.md's tables from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
