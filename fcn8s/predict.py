@@ -35,6 +35,11 @@ def _in_units(nbytes):
     return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
+def _default_stride(window):
+    """The step between sliding windows when eval.stride is not set: two thirds of the window."""
+    return window * 2 // 3
+
+
 def _window_starts(length, window, stride):
     if length <= window:
         return [0]
@@ -60,7 +65,7 @@ class Predictor:
         self.scales = tuple(scales)
         self.flip = flip
         self.window = preprocessor.padded_size(window) if window else None
-        self.stride = stride or (self.window * 2 // 3 if self.window else None)
+        self.stride = stride or (_default_stride(self.window) if self.window else None)
         self.max_pixels = max_pixels      # eval.max_pixels; 0: never windows of their own accord
         self.max_memory = max_memory      # eval.max_memory, GB; None: what is available
 
@@ -128,7 +133,7 @@ class Predictor:
         window = self._window_for(h, w)
         if window is None:
             return self._forward_padded(images, self.canvas)
-        stride = self.stride or window * 2 // 3
+        stride = self.stride or _default_stride(window)
         total = np.zeros((n, self.num_classes, h, w), np.float32)
         count = np.zeros((1, 1, h, w), np.float32)
         for top in _window_starts(h, window, stride):

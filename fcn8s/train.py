@@ -139,7 +139,7 @@ def train(cfg, force=False):
                        f"{f' per device ({group_size} devices)' if group_size > 1 else ''}")
     run = RunDir(t.output_dir, rank == 0).open(t.resume, force)
     try:
-        return _train(cfg, setup, rank, group_size, steps_per_epoch, run, log)
+        return _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_where_to_resume(run)) from None
     finally:
@@ -157,7 +157,7 @@ def _where_to_resume(run):
     return "interrupted before the first epoch ended; no checkpoint was written"
 
 
-def _train(cfg, setup, rank, group_size, steps_per_epoch, run, log):
+def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
     import mindspore as ms
     import mindspore.dataset as ds
     t = cfg.train
@@ -168,7 +168,6 @@ def _train(cfg, setup, rank, group_size, steps_per_epoch, run, log):
     ms.set_seed(t.seed)          # weights: MindSpore's seed and, for its initializers, numpy's global one
     np.random.seed(t.seed)
     ds.config.set_seed(t.seed)   # the pipeline's own randomness (the order and the draws are seeded per epoch)
-    shards = {"num_shards": group_size, "shard_id": rank} if group_size > 1 else {}
 
     total_steps = steps_per_epoch * t.epochs
     lr = lr_per_step(t.lr_schedule, t.lr, total_steps, t.min_lr, round(t.warmup_epochs * steps_per_epoch),
