@@ -120,5 +120,6 @@ CASES = [
     ("import-weights of a file that is no network", lambda d: ["import-weights", _file(d, "w.pth", "not a pickle"),
                                                                "-o", str(Path(d) / "out.ckpt")]),
     ("bench of an unknown measurement", lambda d: ["bench", "--what", "speed", "-o", str(Path(d) / "b.json")]),
+    ("bench with no rounds", lambda d: ["bench", "--rounds", "0", "-o", str(Path(d) / "b.json")]),
     ("launch with no workers", lambda d: ["launch", "--workers", "0", "--", "-c", "demo"]),
 ]
