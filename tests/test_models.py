@@ -102,9 +102,12 @@ def _weighted_sum(net, weights):
     ((20, 12), 3, {"kernels": "onednn"}),
     ((8, 16), 7, {"kernels": "onednn"}),
     ((16, 8), 1, {"kernels": "onednn"}),
+    ((8, 16), 7, {"kernels": "gemm"}),                                 # conv6 and conv7 on the library's sgemm
+    ((16, 8), 1, {"kernels": "gemm"}),
+    ((12, 20), 3, {"kernels": "gemm"}),
 ])
 def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, grads, rng, request):
-    if grads.get("kernels") == "onednn":
+    if grads.get("kernels") in ("onednn", "gemm"):
         request.getfixturevalue("onednn_kernels")
     ms.set_context(mode=mode)
     try:
@@ -143,7 +146,7 @@ def test_custom_max_pooling_matches_nn_maxpool2d(mode, shape, rng, onednn_kernel
 
 @pytest.mark.parametrize("kernels, conv_types", [
     ("mindspore", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d", "Conv2d"]),
-    ("onednn", ["FastGradConv2d"] * 4 + ["Conv2d"]),
+    ("onednn", ["FastGradConv2d"] * 5),
 ])
 def test_fast_and_native_models_have_the_same_loss_and_gradients(kernels, conv_types, rng, request):
     """The whole network: fast conv6 and backbone gradients against nn.Conv2d everywhere, one checkpoint."""
@@ -153,6 +156,8 @@ def test_fast_and_native_models_have_the_same_loss_and_gradients(kernels, conv_t
     native = FCN("fcn8s", num_classes=4, width=0.125, kernels="native")
     convs = (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0], fast.conv7[0])
     assert [type(c).__name__ for c in convs] == conv_types
+    if kernels == "onednn":
+        assert [type(c.op).__name__ for c in convs] == ["OneDNNConv"] * 3 + ["GemmConv"] * 2
     assert type(fast.pool.pool).__name__ == ("MaxPool2x2" if kernels == "onednn" else "MaxPool2d")
     assert "FastGradConv2d" not in {type(cell).__name__ for _, cell in native.cells_and_names()}
     native_params = {p.name: p for p in native.get_parameters()}

@@ -242,18 +242,26 @@ def test_auto_falls_back_to_mindspore_kernels_and_says_why(monkeypatch):
                                              "convolutions: MindSpore's (native)")
 
 
-def test_auto_picks_per_block_what_the_probe_measured_faster_and_mindspore_kernels_elsewhere():
+def test_auto_picks_per_layer_group_what_the_probe_measured_faster():
     usable, why = onednn.available()
     plan, note = kernels.choose("auto", 0.0625)
     if not usable:
         assert plan == kernels.MINDSPORE_PLAN and why in note
         return
     verdict = json.loads(probe.verdict_path(0.0625).read_text())["seconds"]
-    assert "oneDNN / MindSpore time per block: conv1 " in note
-    for level, block in enumerate(("conv1", "conv2", "conv3", "conv4", "conv5")):
-        faster = verdict["onednn"][level] < verdict["mindspore"][level]
-        assert plan[block] == ("onednn" if faster else kernels.MINDSPORE_PLAN[block])
-    assert (plan["conv6"], plan["conv7"]) == ("matmul", "native")
+    assert "library / MindSpore time per layer group: conv1 " in note
+    library = {"conv1": "onednn", "conv2": "onednn", "conv3": "onednn", "conv4": "onednn", "conv5": "onednn",
+               "conv6": "gemm", "conv7": "gemm"}
+    for index, layer in enumerate(library):
+        faster = verdict["library"][index] < verdict["mindspore"][index]
+        assert plan[layer] == (library[layer] if faster else kernels.MINDSPORE_PLAN[layer]), layer
+    assert plan["pool"] == "custom"
+
+
+def test_the_probe_measures_each_layer_group_at_its_resolution_and_width():
+    assert probe.probe_convolutions(0.5) == [
+        ("conv1", 32, 32, 3, 256), ("conv2", 64, 64, 3, 128), ("conv3", 128, 128, 3, 64), ("conv4", 256, 256, 3, 32),
+        ("conv5", 256, 256, 3, 16), ("conv6", 256, 2048, 7, 8), ("conv7", 2048, 2048, 1, 8)]
 
 
 def test_the_probe_leaves_the_seeded_initialisation_alone(onednn_kernels, tmp_path, monkeypatch):
@@ -277,14 +285,17 @@ def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path
 
     def fake_measure(width):
         calls.append(width)
-        return {"mindspore": [1.0, 1.0, 1.0, 1.0, 1.0], "onednn": [0.5, 0.9, 1.1, 2.0, 0.99]}
+        return {"mindspore": [1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.0], "library": [0.5, 0.9, 1.1, 2.0, 0.99, 1.0, 1.5]}
     monkeypatch.setattr(probe, "measure", fake_measure)
-    blocks, note = probe.faster_onednn_blocks(0.5)
-    assert blocks == ("conv1", "conv2", "conv5")
-    assert "conv1 0.50, conv2 0.90, conv3 1.10, conv4 2.00, conv5 0.99 (measured now" in note
-    again, note = probe.faster_onednn_blocks(0.5)
-    assert again == blocks and "(cached in " in note and calls == [0.5]
-    probe.faster_onednn_blocks(0.25)
+    layers, note = probe.faster_library_layers(0.5)
+    assert layers == ("conv1", "conv2", "conv5", "conv6")
+    assert "conv1 0.50, conv2 0.90, conv3 1.10, conv4 2.00, conv5 0.99, conv6 0.50, conv7 1.50 (measured now" in note
+    assert kernels.plan("onednn", layers) == {
+        "conv1": "onednn", "conv2": "onednn", "conv3": "flipped", "conv4": "native", "conv5": "onednn",
+        "conv6": "gemm", "conv7": "native", "pool": "custom"}
+    again, note = probe.faster_library_layers(0.5)
+    assert again == layers and "(cached in " in note and calls == [0.5]
+    probe.faster_library_layers(0.25)
     assert calls == [0.5, 0.25]
 
 

@@ -149,8 +149,11 @@ train(load_config("demo", overrides))
 def _killed_during_write(data, output_dir, name, epoch, *overrides):
     cfg = tiny_config(data, output_dir, *overrides, mode="graph")
     args = json.dumps([_overrides_of(cfg), name, epoch])
+    # env: os.environ, not the C environment, where importing MindSpore set OMP_NUM_THREADS=1: the child
+    # must run the kernels on as many threads as this process, since the probe's verdict (which kernels
+    # run, and so the numerics) is kept per thread count
     done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=dict(os.environ))
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     return done.stdout + done.stderr
 

@@ -6,14 +6,15 @@ The setting (``SETTINGS``):
   on CPU conv6's weight gradient alone takes 45 s at 2x256²).
 - ``mindspore``: MindSpore's kernels with cheaper gradients (``models/layers.py``): conv1-conv3 take
   the input gradient as a flipped-kernel convolution, conv6 the weight gradient as one matmul.
-- ``onednn``: the 3x3 convolutions of conv1-conv5 in oneDNN channels-last kernels (``onednn.py``,
-  CPU only) and the max pooling in the same library's own kernel, the rest as ``mindspore``.
-- ``auto``: on CPU where the oneDNN kernels load, per block whichever measured faster on this host
-  (``probe.py``); elsewhere ``mindspore``.
+- ``onednn``: the kernel library of ``onednn.py`` (CPU only): the 3x3 convolutions of conv1-conv5 in
+  oneDNN's channels-last kernels, conv6 and conv7 as matrix products on oneDNN's sgemm, and the max
+  pooling in the library's own kernel.
+- ``auto``: on CPU where the library loads, per layer group (conv1..conv7) whichever measured faster on
+  this host (``probe.py``), the max pooling in the library; elsewhere ``mindspore``.
 
 A plan maps each convolution layer conv1..conv7 to how ``models.layers.make_conv`` makes it:
-``native``, ``flipped`` (input gradient as a convolution), ``matmul`` (weight gradient as a matmul)
-or ``onednn``; and ``pool`` to how ``models.layers.MaxPool`` makes the max pooling: ``native`` or
+``native``, ``flipped`` (input gradient as a convolution), ``matmul`` (weight gradient as a matmul),
+``onednn`` (conv1-conv5) or ``gemm`` (conv6, conv7: the library's sgemm); and ``pool`` to how ``models.layers.MaxPool`` makes the max pooling: ``native`` or
 ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the library
 whose convolutions are oneDNN's: it is used wherever that library loads). ``choose`` is the one
 place a setting becomes a plan. Importing this package loads neither MindSpore nor the kernels.
@@ -21,7 +22,9 @@ place a setting becomes a plan. Importing this package loads neither MindSpore n
 from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
 SETTINGS = ("auto", "mindspore", "onednn", "native")
-LAYERS = BACKBONE + FC_LAYERS + ("pool",)   # BACKBONE: the 3x3 blocks the oneDNN kernels and the probe cover
+LAYERS = BACKBONE + FC_LAYERS + ("pool",)
+# how the kernel library makes each convolution layer group; the probe measures each against MINDSPORE_PLAN's
+LIBRARY_PLAN = {**dict.fromkeys(BACKBONE, "onednn"), **dict.fromkeys(FC_LAYERS, "gemm")}
 
 # MindSpore's kernels with the gradients that measured fastest for each layer (see models/layers.py):
 # the flipped-kernel input gradient wins on the 64-256-channel blocks, the native one on the 512-channel
@@ -30,23 +33,24 @@ MINDSPORE_PLAN = {"conv1": "flipped", "conv2": "flipped", "conv3": "flipped", "c
                   "conv5": "native", "conv6": "matmul", "conv7": "native", "pool": "native"}
 
 
-def plan(setting, onednn_blocks=BACKBONE):
-    """The plan of a setting other than ``auto``; for ``onednn``, ``onednn_blocks`` are the blocks that take
-    the oneDNN kernels (``auto`` passes the ones that won the probe)."""
+def plan(setting, library_layers=tuple(LIBRARY_PLAN)):
+    """The plan of a setting other than ``auto``; for ``onednn``, ``library_layers`` are the layer groups that
+    take the kernel library's convolutions (``auto`` passes the ones that won the probe)."""
     if setting == "native":
         return dict.fromkeys(LAYERS, "native")
     if setting == "mindspore":
         return dict(MINDSPORE_PLAN)
     if setting == "onednn":
-        return {**{layer: "onednn" if layer in onednn_blocks else impl for layer, impl in MINDSPORE_PLAN.items()},
-                "pool": "custom"}
+        return {**{layer: LIBRARY_PLAN[layer] if layer in library_layers else impl
+                   for layer, impl in MINDSPORE_PLAN.items()}, "pool": "custom"}
     raise ValueError(f"kernels must be one of {SETTINGS[1:]}, got {setting!r}")
 
 
 def describe(layer_plan):
-    """One line: which kernels each backbone block and the pooling run, for the log."""
+    """One line: which kernels each convolution layer group and the pooling run, for the log."""
+    names = {"onednn": "oneDNN", "gemm": "oneDNN sgemm"}
     pool = "fcn8s" if layer_plan["pool"] == "custom" else "MindSpore"
-    return ", ".join([f"{layer} {'oneDNN' if layer_plan[layer] == 'onednn' else 'MindSpore'}" for layer in BACKBONE]
+    return ", ".join([f"{layer} {names.get(layer_plan[layer], 'MindSpore')}" for layer in BACKBONE + FC_LAYERS]
                      + [f"max pool {pool}"])
 
 
@@ -68,7 +72,7 @@ def choose(setting, width):
     kernel = onednn.kernel_name("forward", 1, 64, 64, 64, 64, 3)
     if setting == "onednn":
         return plan("onednn"), f"convolutions: oneDNN channels-last kernels ({kernel})"
-    from .probe import faster_onednn_blocks
-    winners, measured = faster_onednn_blocks(width)
+    from .probe import faster_library_layers
+    winners, measured = faster_library_layers(width)
     chosen = plan("onednn", winners)
     return chosen, f"convolutions: {describe(chosen)} (oneDNN kernels {kernel}; {measured})"

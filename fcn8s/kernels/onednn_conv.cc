@@ -1,6 +1,7 @@
 // Stride-1 'same' convolutions and their two gradients for MindSpore on CPU, as AOT custom ops,
-// run by oneDNN in its fast channels-last (NHWC) kernels; and a 2x2 max pooling whose forward keeps
-// each window's winner, so that its gradient is a single pass (plain C++, at the end of this file).
+// run by oneDNN in its fast channels-last (NHWC) kernels; a 2x2 max pooling whose forward keeps
+// each window's winner, so that its gradient is a single pass (plain C++); and the three matrix
+// products of a convolution computed on its patches (conv6, conv7), on oneDNN's sgemm.
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
 // then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps MindSpore's oneDNN at AVX2
@@ -82,6 +83,8 @@ struct Api {
     dnnl_status_t (*primitive_desc_query)(handle_t, int, int, void *);
     dnnl_status_t (*primitive_create)(handle_t *, handle_t);
     dnnl_status_t (*primitive_execute)(handle_t, handle_t, int, const exec_arg_t *);
+    dnnl_status_t (*threadpool_interop_sgemm)(char, char, int64_t, int64_t, int64_t, float, const float *, int64_t,
+                                              const float *, int64_t, float, float *, int64_t, void *);
 };
 
 // Same virtual layout as dnnl::threadpool_interop::threadpool_iface (dnnl_threadpool_iface.hpp):
@@ -412,6 +415,38 @@ bool pool_shapes_agree(int nparam, int expected, int *ndims, int64_t **shapes, c
     return true;
 }
 
+// The gemm_* ops' three tensors, by their index in params: the weight (o, c, k, k) (any rank >= 2, read
+// as (o, K)), the patches cols (n, K, P) and the (n, o, P) one (y or dy). Sets o, K, n and P if they agree.
+bool gemm_shapes(int nparam, int *ndims, int64_t **shapes, const char **dtypes, int weight, int cols, int nop,
+                 int64_t *o, int64_t *kk, int64_t *n, int64_t *p) {
+    if (nparam != 3) return fail("gemm: expected 2 inputs and 1 output");
+    for (int i = 0; i < 3; ++i)
+        if (std::strcmp(dtypes[i], "float32") != 0) return fail(std::string("gemm: float32 only, got ") + dtypes[i]);
+    if (ndims[weight] < 2 || ndims[cols] != 3 || ndims[nop] != 3)
+        return fail("gemm: expected a weight (o, ...), patches (n, K, P) and an (n, o, P) tensor");
+    *o = shapes[weight][0];
+    *kk = 1;
+    for (int d = 1; d < ndims[weight]; ++d) *kk *= shapes[weight][d];
+    *n = shapes[cols][0];
+    *p = shapes[cols][2];
+    const int64_t *y = shapes[nop];
+    if (shapes[cols][1] != *kk || y[0] != *n || y[1] != *o || y[2] != *p)
+        return fail("gemm: shapes disagree (expected a weight (o, K...), patches (n, K, P), (n, o, P))");
+    return true;
+}
+
+// Runs sgemm(i) for i = 0..n-1 under the library's lock; 0, or 1 with the error recorded.
+template <typename F>
+int sgemm_each(int64_t n, const F &sgemm) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return fail(last_error), 1;
+    for (int64_t i = 0; i < n; ++i) {
+        dnnl_status_t status = sgemm(i);
+        if (status != kSuccess) return fail("sgemm -> status " + std::to_string(status)), 1;
+    }
+    return 0;
+}
+
 template <typename F>
 void for_planes(int64_t planes, const F &plane_fn) {
     std::lock_guard<std::mutex> lock(mutex);
@@ -452,7 +487,8 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
               load(lib, "dnnl_primitive_desc_query_md", &api.primitive_desc_query_md) &&
               load(lib, "dnnl_primitive_desc_query", &api.primitive_desc_query) &&
               load(lib, "dnnl_primitive_create", &api.primitive_create) &&
-              load(lib, "dnnl_primitive_execute", &api.primitive_execute);
+              load(lib, "dnnl_primitive_execute", &api.primitive_execute) &&
+              load(lib, "dnnl_threadpool_interop_sgemm", &api.threadpool_interop_sgemm);
     if (!ok) return 1;
     if (threads < 1) return fail("threads must be at least 1, got " + std::to_string(threads)), 1;
     pool.threads = threads;
@@ -557,6 +593,46 @@ int max_pool2x2_grad(int nparam, void **params, int *ndims, int64_t **shapes, co
         }
     });
     return 0;
+}
+
+// Convolutions as matrix products (conv6 and conv7: many channels on a small map), on oneDNN's sgemm at
+// the best ISA: W is the weight (o, c, k, k) read as an (o, K) matrix, K = c k k; cols are the
+// input's k x k patches (n, K, P) (ops.unfold; the input itself for k = 1), P = h w.
+
+// y (n, o, P) = W cols[i] for each image i: params W, cols, y
+int gemm_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+    int64_t o, kk, n, p;
+    if (!gemm_shapes(nparam, ndims, shapes, dtypes, 0, 1, 2, &o, &kk, &n, &p)) return 1;
+    const float *w = static_cast<const float *>(params[0]), *cols = static_cast<const float *>(params[1]);
+    float *y = static_cast<float *>(params[2]);
+    return sgemm_each(n, [&](int64_t i) {
+        return api.threadpool_interop_sgemm('N', 'N', o, p, kk, 1.0f, w, kk, cols + i * kk * p, p, 0.0f,
+                                            y + i * o * p, p, &pool);
+    });
+}
+
+// dcols (n, K, P) = W^T dy[i] for each image i: params W, dy (n, o, P), dcols
+int gemm_input_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+    int64_t o, kk, n, p;
+    if (!gemm_shapes(nparam, ndims, shapes, dtypes, 0, 2, 1, &o, &kk, &n, &p)) return 1;
+    const float *w = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
+    float *dcols = static_cast<float *>(params[2]);
+    return sgemm_each(n, [&](int64_t i) {
+        return api.threadpool_interop_sgemm('T', 'N', kk, p, o, 1.0f, w, kk, dy + i * o * p, p, 0.0f,
+                                            dcols + i * kk * p, p, &pool);
+    });
+}
+
+// dW (o, K) = sum over images of dy[i] cols[i]^T: params dy (n, o, P), cols (n, K, P), dW (shaped as W)
+int gemm_weight_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
+    int64_t o, kk, n, p;
+    if (!gemm_shapes(nparam, ndims, shapes, dtypes, 2, 1, 0, &o, &kk, &n, &p)) return 1;
+    const float *dy = static_cast<const float *>(params[0]), *cols = static_cast<const float *>(params[1]);
+    float *dw = static_cast<float *>(params[2]);
+    return sgemm_each(n, [&](int64_t i) {
+        return api.threadpool_interop_sgemm('N', 'T', o, kk, p, 1.0f, dy + i * o * p, p, cols + i * kk * p, p,
+                                            i ? 1.0f : 0.0f, dw, kk, &pool);
+    });
 }
 
 }  // extern "C"

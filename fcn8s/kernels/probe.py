@@ -1,13 +1,14 @@
-"""Which convolution kernels each VGG block should run on this host, decided by measuring them here.
+"""Which convolution kernels each layer group should run on this host, decided by measuring them here.
 
 The oneDNN channels-last kernels were 1.4-2.7x MindSpore's on one 2-core Xeon, yet made the
 full-width network 1.3x slower on a 2-core AMD EPYC, while still winning there on the narrow demo
 network. No property known in advance predicts that, so ``model.kernels: auto`` measures: for each
-of the five blocks it times one of the block's convolutions (forward, input gradient and weight
-gradient, as a train step runs them, at the block's resolution for a 2x256² input) with MindSpore's
-kernels (as the ``mindspore`` plan makes it) and with the oneDNN kernels, and keeps the faster. The
-verdict is cached beside the compiled library, keyed by everything that changes it (CPU model and
-flags, cores, MindSpore version, kernel source, width), so the probe runs once per host and width.
+layer group (the five blocks, conv6, conv7) it times one of its convolutions (forward, input gradient
+and weight gradient, as a train step runs them, at its resolution for a 2x256² input) with MindSpore's
+kernels (as the ``mindspore`` plan makes it) and with the kernel library's (``LIBRARY_PLAN``), and
+keeps the faster. The verdict is cached beside the compiled library, keyed by everything that changes
+it (CPU model and flags, cores, MindSpore version, kernel source, width), so the probe runs once per
+host and width.
 """
 import hashlib
 import json
@@ -16,11 +17,11 @@ import time
 
 import numpy as np
 
-from ..architecture import VGG16_BLOCKS, scaled
+from ..architecture import FC_CHANNELS, STRIDE, VGG16_BLOCKS, scaled
 from ..fileio import atomic_write_text
 from ..host import cpu_flags, cpu_name
 from ..log import get_logger
-from . import BACKBONE, MINDSPORE_PLAN, onednn
+from . import BACKBONE, FC_LAYERS, LIBRARY_PLAN, MINDSPORE_PLAN, onednn
 
 PROBE_BATCH, PROBE_SIZE = 2, 256   # the bench's and the docs' reference step
 REPEAT = 3
@@ -59,28 +60,37 @@ def _step_seconds(conv, x):
     return float(np.median(times[1:]))
 
 
+def probe_convolutions(width):
+    """(layer, in channels, out channels, kernel size, map size) of the convolution measured for each layer
+    group: a c -> c 3x3 convolution per block, conv6 and conv7 as they are, at a 2x256² step's resolution."""
+    convs = [(block, scaled(channels, width), scaled(channels, width), 3, PROBE_SIZE >> level)
+             for level, (block, (channels, _)) in enumerate(zip(BACKBONE, VGG16_BLOCKS))]
+    fc, pool5 = scaled(FC_CHANNELS, width), scaled(VGG16_BLOCKS[-1][0], width)
+    return convs + [(FC_LAYERS[0], pool5, fc, 7, PROBE_SIZE // STRIDE), (FC_LAYERS[1], fc, fc, 1, PROBE_SIZE // STRIDE)]
+
+
 def measure(width):
-    """{"mindspore": [s per block], "onednn": [s per block]}: one convolution of each block, timed both ways."""
+    """{"mindspore": [s per layer group], "library": [s per layer group]}: one convolution of each group
+    (``probe_convolutions``), timed both ways."""
     import mindspore as ms
 
     from ..models.layers import make_conv
-    seconds = {"mindspore": [], "onednn": []}
-    size = PROBE_SIZE
+    seconds = {"mindspore": [], "library": []}
     rng = np.random.default_rng(0)
-    for level, (channels, _) in enumerate(VGG16_BLOCKS):
-        channels = scaled(channels, width)
-        x = ms.Tensor(rng.standard_normal((PROBE_BATCH, channels, size, size)).astype(np.float32))
+    for layer, in_channels, out_channels, kernel, size in probe_convolutions(width):
+        x = ms.Tensor(rng.standard_normal((PROBE_BATCH, in_channels, size, size)).astype(np.float32))
         # weights from this generator, not an initializer: the probe must not move the seeded random
         # state that the network's own initialisation draws from next
-        weight = ms.Tensor(rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) * 0.05)
-        for kernels, impl in (("mindspore", MINDSPORE_PLAN[BACKBONE[level]]), ("onednn", "onednn")):
-            seconds[kernels].append(_step_seconds(make_conv(channels, channels, 3, impl, weight_init=weight), x))
-        size //= 2
+        weight = ms.Tensor(rng.standard_normal((out_channels, in_channels, kernel, kernel)).astype(np.float32)
+                           * 0.05)
+        for kernels, layer_plan in (("mindspore", MINDSPORE_PLAN), ("library", LIBRARY_PLAN)):
+            conv = make_conv(in_channels, out_channels, kernel, layer_plan[layer], weight_init=weight)
+            seconds[kernels].append(_step_seconds(conv, x))
     return seconds
 
 
-def faster_onednn_blocks(width):
-    """(blocks, note): the backbone blocks whose oneDNN kernels were faster here than MindSpore's.
+def faster_library_layers(width):
+    """(layers, note): the layer groups whose kernels in the library were faster here than MindSpore's.
 
     Measured once per host and width (see the module docstring); later calls read the cached verdict.
     """
@@ -93,7 +103,7 @@ def faster_onednn_blocks(width):
         seconds = measure(width)
         atomic_write_text(path, json.dumps({"width": width, "seconds": seconds}) + "\n")
         how = f"measured now, saved to {path}"
-    pairs = list(zip(BACKBONE, seconds["onednn"], seconds["mindspore"]))
-    ratios = ", ".join(f"{block} {fast / slow:.2f}" for block, fast, slow in pairs)
-    return tuple(block for block, fast, slow in pairs if fast < slow), \
-        f"oneDNN / MindSpore time per block: {ratios} ({how})"
+    pairs = list(zip(LIBRARY_PLAN, seconds["library"], seconds["mindspore"]))
+    ratios = ", ".join(f"{layer} {fast / slow:.2f}" for layer, fast, slow in pairs)
+    return tuple(layer for layer, fast, slow in pairs if fast < slow), \
+        f"library / MindSpore time per layer group: {ratios} ({how})"

@@ -11,7 +11,8 @@ MindSpore 2.10's CPU gradient kernels are slow or memory-hungry for some of FCN'
   the 512-channel blocks the native input gradient is faster, so they keep it.
 With ``kernels="onednn"`` the forward and both gradients run in oneDNN's channels-last kernels
 instead (``fcn8s/kernels/onednn_conv.cc``, CPU only): 1.4-2.7x MindSpore's convolution speed, and no
-im2col buffers kept across the step.
+im2col buffers kept across the step. With ``kernels="gemm"`` (conv6, conv7) they are matrix products
+on the same library's sgemm.
 The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
 interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's. ``make_conv`` is
 the one place a convolution of the network is made, from the name the kernel plan gives its layer
@@ -26,7 +27,7 @@ from ..kernels import onednn
 
 INPUT_GRADS = ("native", "flipped")
 WEIGHT_GRADS = ("native", "matmul")
-KERNELS = ("mindspore", "onednn")
+KERNELS = ("mindspore", "onednn", "gemm")
 
 
 class _ConvCustomGrad(nn.Cell):
@@ -92,13 +93,58 @@ class OneDNNConv(nn.Cell):
         return self.input_grad(dout, weight), self.weight_grad(x, dout)
 
 
+class GemmConv(nn.Cell):
+    """Parameter-free conv(x, weight) as matrix products on the oneDNN library's sgemm (``gemm_*`` in
+    fcn8s/kernels/onednn_conv.cc, CPU only): the forward multiplies the weight, read as an (out, in*k*k)
+    matrix, by the input's k x k patches (ops.unfold; the input itself when k = 1), the input gradient
+    folds the weight's transpose times dout back onto the image (ops.fold), the weight gradient is dout
+    times the patches. For conv6 and conv7 (thousands of channels on a map of a few hundred pixels) this
+    is a plain matrix product, which the library's sgemm runs at the CPU's best ISA with no weight
+    reorder; MindSpore's oneDNN convolutions there run at AVX2 (see onednn.cap_mindspore_isa)."""
+
+    def __init__(self, kernel_size, weight_shape):
+        super().__init__()
+        library = onednn.load()
+        self.kernel_size = kernel_size
+        self.pad = kernel_size // 2
+        out_channels, in_channels = weight_shape[:2]
+        patch_rows = in_channels * kernel_size * kernel_size
+
+        def custom(name, out_shape):
+            return ops.Custom(f"{library}:gemm_{name}", out_shape=out_shape, out_dtype=lambda a, b: a,
+                              func_type="aot")
+        self.forward = custom("forward", lambda w, cols: (cols[0], out_channels, cols[2]))
+        self.input_grad = custom("input_grad", lambda w, dout: (dout[0], patch_rows, dout[2]))
+        self.weight_grad = custom("weight_grad", lambda dout, cols: tuple(weight_shape))
+
+    def patches(self, x):
+        n, c, h, w = x.shape
+        if self.kernel_size == 1:
+            return x.reshape(n, c, h * w)
+        return ops.unfold(x, self.kernel_size, padding=self.pad)
+
+    def construct(self, x, weight):
+        n, _, h, w = x.shape
+        return self.forward(weight, self.patches(x)).reshape(n, weight.shape[0], h, w)
+
+    def bprop(self, x, weight, out, dout):
+        n, c, h, w = x.shape
+        dout = dout.reshape(n, weight.shape[0], h * w)
+        dcols = self.input_grad(weight, dout)
+        if self.kernel_size == 1:
+            dx = dcols.reshape(x.shape)
+        else:
+            dx = ops.fold(dcols, ms.Tensor([h, w], ms.int32), self.kernel_size, padding=self.pad)
+        return dx, self.weight_grad(dout, self.patches(x))
+
+
 class FastGradConv2d(nn.Cell):
     """Drop-in for ``nn.Conv2d(in, out, k, pad_mode='same', has_bias=False)`` with odd ``k``, stride 1.
 
     ``input_grad``: "native" (Conv2DBackpropInput) or "flipped" (a forward convolution);
     ``weight_grad``: "native" (Conv2DBackpropFilter) or "matmul" (im2col matmul);
-    ``kernels``: "mindspore" (the above) or "onednn" (forward and both gradients in oneDNN; the two
-    options above then do not apply).
+    ``kernels``: "mindspore" (the above), "onednn" (forward and both gradients in oneDNN's convolutions)
+    or "gemm" (as matrix products on oneDNN's sgemm); the two options above apply to "mindspore" only.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, input_grad="native", weight_grad="native",
@@ -116,8 +162,12 @@ class FastGradConv2d(nn.Cell):
         self.kernel_size = kernel_size
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = ms.Parameter(initializer(weight_init, shape, ms.float32), name="weight")
-        self.op = (OneDNNConv(kernel_size) if kernels == "onednn"
-                   else _ConvCustomGrad(in_channels, out_channels, kernel_size, input_grad, weight_grad))
+        if kernels == "onednn":
+            self.op = OneDNNConv(kernel_size)
+        elif kernels == "gemm":
+            self.op = GemmConv(kernel_size, shape)
+        else:
+            self.op = _ConvCustomGrad(in_channels, out_channels, kernel_size, input_grad, weight_grad)
 
     def construct(self, x):
         # value(): one Load of the weight shared by the forward and the custom bprop. Passing the
@@ -165,11 +215,12 @@ class MaxPool(nn.Cell):
 def make_conv(in_channels, out_channels, kernel_size, impl, weight_init="xavier_uniform"):
     """One convolution, made as a kernel plan names it (``fcn8s.kernels``): "native" nn.Conv2d, or a
     FastGradConv2d (same parameters and outputs) with a "flipped" input gradient, a "matmul" weight
-    gradient, or "onednn" kernels for the forward and both gradients."""
+    gradient, or the kernel library's "onednn" convolutions or "gemm" matrix products for the forward
+    and both gradients."""
     if impl == "native":
         return nn.Conv2d(in_channels, out_channels, kernel_size, weight_init=weight_init)
     options = {"flipped": {"input_grad": "flipped"}, "matmul": {"weight_grad": "matmul"},
-               "onednn": {"kernels": "onednn"}}
+               "onednn": {"kernels": "onednn"}, "gemm": {"kernels": "gemm"}}
     if impl not in options:
         raise ValueError(f"a convolution is made native, {', '.join(options)}; got {impl!r}")
     return FastGradConv2d(in_channels, out_channels, kernel_size, weight_init=weight_init, **options[impl])
