@@ -56,9 +56,10 @@ KEYS = {key.name: key for key in (
     Key("model.width", 1.0, "channel multiplier; 1.0 is the paper's VGG-16 (conv6 4096 wide)", positive=True),
     Key("model.deconv_init", "bilinear", "transposed-convolution init: bilinear (the FCN paper) or xavier "
         "(the MindSpore tutorial)", choices=("bilinear", "xavier")),
-    Key("model.kernels", "auto", "convolution kernels: auto (per block, the faster of oneDNN and MindSpore on "
-        "this CPU, measured once), mindspore (MindSpore's, with cheaper gradients), onednn (oneDNN channels-last, "
-        "CPU) or native (plain nn.Conv2d); see fcn8s/kernels", choices=KERNEL_SETTINGS),
+    Key("model.kernels", "auto", "convolution kernels: auto (per layer group, the faster of fcn8s's oneDNN "
+        "library and MindSpore on this CPU, measured once), mindspore (MindSpore's, with cheaper gradients), "
+        "onednn (the library: oneDNN channels-last and sgemm, CPU) or native (plain nn.Conv2d); see fcn8s/kernels",
+        choices=KERNEL_SETTINGS),
     Key("data.train", "data/voc/mindrecord/train.mindrecord", "training MindRecord file"),
     Key("data.val", "data/voc/mindrecord/val.mindrecord", "validation MindRecord file"),
     Key("data.crop_size", 512, "training crop side in pixels", positive=True),
