@@ -232,6 +232,33 @@ def test_the_kernels_refuse_shapes_that_disagree(onednn_kernels, weight_shape, y
     assert np.all(y == 7.0)
 
 
+def _gemm_forward(lib, weight, cols, y):
+    arrays = (weight, cols, y)
+    params = (ctypes.c_void_p * 3)(*(a.ctypes.data for a in arrays))
+    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+    return lib.gemm_forward(3, params, (ctypes.c_int * 3)(*(a.ndim for a in arrays)),
+                            (ctypes.POINTER(ctypes.c_int64) * 3)(*shapes), (ctypes.c_char_p * 3)(*[b"float32"] * 3),
+                            None, None)
+
+
+@pytest.mark.parametrize("cols_shape, y_shape", [((2, 7, 5), (2, 4, 5)),    # cols' K is not c k k = 8
+                                                 ((2, 8, 5), (2, 3, 5)),    # y's channels
+                                                 ((2, 8, 5), (1, 4, 5)),    # y's images
+                                                 ((2, 8, 5), (2, 4, 6))])   # y's positions
+def test_the_gemm_products_refuse_shapes_that_disagree(onednn_kernels, cols_shape, y_shape):
+    lib = ctypes.CDLL(onednn.load())
+    lib.fcn8s_onednn_error.restype = ctypes.c_char_p
+    weight = np.arange(4 * 2 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 2)
+    cols = np.ones((2, 8, 5), np.float32)
+    y = np.zeros((2, 4, 5), np.float32)
+    assert _gemm_forward(lib, weight, cols, y) == 0
+    np.testing.assert_array_equal(y[1], weight.reshape(4, 8).sum(axis=1, keepdims=True).repeat(5, axis=1))
+    y = np.full(y_shape, 7.0, np.float32)
+    assert _gemm_forward(lib, weight, np.ones(cols_shape, np.float32), y) == 1
+    assert lib.fcn8s_onednn_error().decode().startswith("gemm: shapes disagree")
+    assert np.all(y == 7.0)
+
+
 def test_auto_falls_back_to_mindspore_kernels_and_says_why(monkeypatch):
     monkeypatch.setattr(onednn, "available", lambda: (False, "no C++ compiler 'g++' on PATH"))
     plan, note = kernels.choose("auto", 1.0)
