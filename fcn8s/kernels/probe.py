@@ -7,8 +7,8 @@ layer group (the five blocks, conv6, conv7) it times one of its convolutions (fo
 and weight gradient, as a train step runs them, at its resolution for a 2x256² input) with MindSpore's
 kernels (as the ``mindspore`` plan makes it) and with the kernel library's (``LIBRARY_PLAN``), and
 keeps the faster. The verdict is cached beside the compiled library, keyed by everything that changes
-it (CPU model and flags, cores, MindSpore version, kernel source, width), so the probe runs once per
-host and width.
+it (CPU model and flags, cores, MindSpore version, kernel source, width, the kernels' thread count), so
+the probe runs once per host, width and thread count.
 """
 import hashlib
 import json

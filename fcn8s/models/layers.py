@@ -72,19 +72,21 @@ class _ConvCustomGrad(nn.Cell):
         return dx, dweight
 
 
+def _library_op(function, out_shape):
+    """A float32 op of the kernel library (fcn8s/kernels/onednn_conv.cc, CPU only) whose one output has the
+    first input's dtype and the shape ``out_shape`` gives."""
+    return ops.Custom(f"{onednn.load()}:{function}", out_shape=out_shape, out_dtype=lambda a, b: a, func_type="aot")
+
+
 class OneDNNConv(nn.Cell):
     """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (fcn8s/kernels/onednn.py)."""
 
     def __init__(self, kernel_size):
         super().__init__()
-        library = onednn.load()
-
-        def custom(name, out_shape):
-            return ops.Custom(f"{library}:conv2d_{name}", out_shape=out_shape, out_dtype=lambda a, b: a,
-                              func_type="aot")
-        self.forward = custom("forward", lambda x, w: (x[0], w[0], x[2], x[3]))
-        self.input_grad = custom("input_grad", lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
-        self.weight_grad = custom("weight_grad", lambda x, dout: (dout[1], x[1], kernel_size, kernel_size))
+        self.forward = _library_op("conv2d_forward", lambda x, w: (x[0], w[0], x[2], x[3]))
+        self.input_grad = _library_op("conv2d_input_grad", lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
+        self.weight_grad = _library_op("conv2d_weight_grad",
+                                       lambda x, dout: (dout[1], x[1], kernel_size, kernel_size))
 
     def construct(self, x, weight):
         return self.forward(x, weight)
@@ -104,18 +106,13 @@ class GemmConv(nn.Cell):
 
     def __init__(self, kernel_size, weight_shape):
         super().__init__()
-        library = onednn.load()
         self.kernel_size = kernel_size
         self.pad = kernel_size // 2
         out_channels, in_channels = weight_shape[:2]
         patch_rows = in_channels * kernel_size * kernel_size
-
-        def custom(name, out_shape):
-            return ops.Custom(f"{library}:gemm_{name}", out_shape=out_shape, out_dtype=lambda a, b: a,
-                              func_type="aot")
-        self.forward = custom("forward", lambda w, cols: (cols[0], out_channels, cols[2]))
-        self.input_grad = custom("input_grad", lambda w, dout: (dout[0], patch_rows, dout[2]))
-        self.weight_grad = custom("weight_grad", lambda dout, cols: tuple(weight_shape))
+        self.forward = _library_op("gemm_forward", lambda w, cols: (cols[0], out_channels, cols[2]))
+        self.input_grad = _library_op("gemm_input_grad", lambda w, dout: (dout[0], patch_rows, dout[2]))
+        self.weight_grad = _library_op("gemm_weight_grad", lambda dout, cols: tuple(weight_shape))
 
     def patches(self, x):
         n, c, h, w = x.shape
