@@ -1,5 +1,6 @@
 """Print the tables of benchmarks/RESULTS.md from the result files, so every figure there is one of theirs:
-    python benchmarks/results_tables.py [benchmarks/results]
+    python benchmarks/results_tables.py [benchmarks/results/<cpu kind> ...]
+With no folder, every kind of CPU measured (each folder of benchmarks/results), one after the other.
 """
 import json
 import sys
@@ -18,7 +19,8 @@ def _load(folder, name):
 
 
 def host_line(host):
-    return (f"{host['date']}, {host['cpu']}, {host['cores']} cores, NumPy sgemm "
+    isa = f" ({host['isa']}, family/model {host['cpu_family_model']})" if "isa" in host else ""
+    return (f"{host['date']}, {host['cpu']}{isa}, {host['cores']} cores, NumPy sgemm "
             f"{host.get('numpy_sgemm_gflops') or host['matmul_peak_gflops']['numpy']:.0f} GFLOP/s")
 
 
@@ -77,7 +79,14 @@ def profile_table(report):
 
 
 def main():
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
+    folders = [Path(arg) for arg in sys.argv[1:]] or sorted(p for p in (Path(__file__).parent / "results").iterdir()
+                                                           if p.is_dir())
+    for folder in folders:
+        print(f"## {folder.name}\n")
+        print_tables(folder)
+
+
+def print_tables(folder):
     for name in ("bench_2x256.json", "bench_1x512.json", "bench_tutorial_2x256.json", "bench_tutorial_1x512.json",
                  "bench_isa.json"):
         report = _load(folder, name)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Regenerate every results file that README.md and benchmarks/RESULTS.md cite, one after the other,
-# on a machine with nothing else running (about 30 minutes on 2 cores). Then
-# `python benchmarks/results_tables.py` prints RESULTS.md's tables from them.
+# on a machine with nothing else running (about 30 minutes on 2 cores), into the folder of this kind of
+# CPU (benchmarks/results/<model name>-<ISA>, from fcn8s/host.py): one sitting per kind, each replacing
+# that kind's last. Then `python benchmarks/results_tables.py` prints RESULTS.md's tables from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-R=benchmarks/results
+R=benchmarks/results/$($PY -m fcn8s.host)
+mkdir -p "$R"
 FCN8S="$PY -m fcn8s.cli"
 # three rounds, each implementation in turn with the others: this machine's speed drifts between minutes
 PEERS=torch,torch-channels-last,ms-kernels,onnxruntime

@@ -26,8 +26,9 @@ def _cpuinfo(field):
     """The value of the first ``field`` line of /proc/cpuinfo, or "" where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == field:
+                return value.strip()
     except OSError:
         pass
     return ""
@@ -40,6 +41,26 @@ def cpu_name():
 def cpu_flags():
     """The CPU's feature flags (Linux): what decides which kernels a compiled library may use."""
     return _cpuinfo("flags")
+
+
+def cpu_isa(flags=None):
+    """The widest vector ISA the CPU (or ``flags``) has, as oneDNN names it ('avx512_core', 'avx2', 'sse41'), or ''.
+
+    Two CPUs of one model name can differ here (an "AMD EPYC" of 2026-12-02 had AVX-512, another the
+    same day had AVX2 only), and it decides which convolution kernels oneDNN can run.
+    """
+    flags = set((cpu_flags() if flags is None else flags).split())
+    for isa, needs in (("avx512_core", {"avx512f", "avx512bw", "avx512vl", "avx512dq"}), ("avx2", {"avx2", "fma"}),
+                       ("sse41", {"sse4_1"})):
+        if needs <= flags:
+            return isa
+    return ""
+
+
+def cpu_kind():
+    """One name per kind of CPU, for a folder of results: model name and ISA, e.g. 'amd-epyc-avx2'."""
+    words = "".join(c if c.isalnum() else " " for c in f"{cpu_name()} {cpu_isa()}".lower().replace("_", ""))
+    return "-".join(words.split())
 
 
 def timed(call, repeat, warmup):
@@ -87,7 +108,8 @@ def host_record(sgemm=None):
         mindspore = version("mindspore")
     except PackageNotFoundError:
         mindspore = None
-    return {"date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
+    return {"date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(), "isa": cpu_isa(),
+            "cpu_family_model": f"{_cpuinfo('cpu family')}/{_cpuinfo('model')}",
             "python": platform.python_version(), "mindspore": mindspore, "fcn8s": __version__,
             "numpy_sgemm_gflops": round(sgemm if sgemm is not None else sgemm_gflops(), 1),
             "env": kernel_environment()}
@@ -101,6 +123,10 @@ def peak_rss_mib():
     """
     status = Path("/proc/self/status").read_text()
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+
+
+if __name__ == "__main__":   # benchmarks/run_all.sh: the results folder of this kind of CPU
+    print(cpu_kind())
 
 
 # cgroup (v2, v1) memory limit and usage: a container's limit, which /proc/meminfo does not show

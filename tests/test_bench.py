@@ -10,7 +10,7 @@ import pytest
 from fcn8s import bench, kernels
 from fcn8s.bench_worker import Row
 from fcn8s.cli import main
-from fcn8s.host import KERNEL_ENV, kernel_environment, peak_rss_mib
+from fcn8s.host import KERNEL_ENV, cpu_isa, kernel_environment, peak_rss_mib
 
 
 def test_bench_measures_and_writes_json(tmp_path, capsys, monkeypatch):
@@ -89,6 +89,16 @@ def test_peak_rss_is_the_measuring_process_own():
                            capture_output=True, text=True, check=True)
     del ballast
     assert float(child.stdout) < 256
+
+
+def test_the_cpu_isa_is_the_widest_whose_flags_are_all_there():
+    # two "AMD EPYC"s of one day: Zen 4 with AVX-512, Zen 3 without; results are kept per kind
+    zen3 = "fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 vaes"
+    assert cpu_isa(zen3) == "avx2"
+    assert cpu_isa(zen3 + " avx512f avx512dq avx512bw avx512vl avx512_bf16") == "avx512_core"
+    assert cpu_isa(zen3 + " avx512f") == "avx2"            # AVX-512 Foundation alone is not oneDNN's avx512_core
+    assert cpu_isa("fpu sse sse2 sse4_1 avx2") == "sse41"  # AVX2 without FMA: oneDNN's avx2 needs both
+    assert cpu_isa("fpu sse sse2") == ""
 
 
 def test_bench_rejects_bad_requests(capsys, tmp_path):
