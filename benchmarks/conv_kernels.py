@@ -4,7 +4,7 @@
 Each op runs alone as a graph-mode cell on the layer shapes that dominate an FCN-8s step at 2x256²,
 and timed as the median of 5 calls after a warm-up; the oneDNN times include their NCHW <-> NHWC
 reorders. Each shape is a 3x3, stride-1, 'same' convolution:
-    python benchmarks/conv_kernels.py [-o benchmarks/results/conv_kernels.json]
+    python benchmarks/conv_kernels.py [-o benchmarks/results/<cpu kind>/conv_kernels.json]
 """
 import argparse
 import json

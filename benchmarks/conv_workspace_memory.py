@@ -4,7 +4,7 @@ A 3->64 convolution, then k-1 64->64 ones (3x3, BatchNorm, ReLU), a 1x1 head to 
 256x256, three steps of nn.TrainOneStepCell; the 64->64 layers are nn.Conv2d ("native") or
 FastGradConv2d with the flipped-kernel input gradient ("flipped"); each configuration in a fresh
 process:
-    python benchmarks/conv_workspace_memory.py [-o benchmarks/results/conv_workspace.json]
+    python benchmarks/conv_workspace_memory.py [-o benchmarks/results/<cpu kind>/conv_workspace.json]
 In graph mode every extra 64->64 layer costs far more than its activations: the gradient kernels
 keep their im2col buffers (see RESULTS.md, "Memory that grows with the input").
 """

@@ -4,7 +4,7 @@ The demo runs as its own process (`fcn8s demo --force`), with an empty kernel ca
 build of the oneDNN kernels is included; the install is not. Then its best checkpoint is exported to
 ONNX and evaluated by both runtimes, for the README's deployment figures, and the README's picture
 of the demo's overlays (docs/demo_overlays.png) is made from its infer output:
-    python benchmarks/demo_time.py [-o benchmarks/results/demo.json] [--output-dir demo_out]
+    python benchmarks/demo_time.py [-o benchmarks/results/<cpu kind>/demo.json] [--output-dir demo_out]
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from fcn8s.fileio import atomic_write_bytes, atomic_write_text
-from fcn8s.host import host_record
+from fcn8s.host import cpu_kind, host_record
 
 FIGURE = Path("docs/demo_overlays.png")
 
@@ -61,7 +61,7 @@ def overlay_figure(folder, count=3, gap=8):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", default="benchmarks/results/demo.json")
+    parser.add_argument("-o", "--output", default=f"benchmarks/results/{cpu_kind()}/demo.json")
     parser.add_argument("--output-dir", default="demo_out", help="where the demo writes (replaced)")
     args = parser.parse_args()
     out = Path(args.output_dir)
@@ -82,6 +82,7 @@ def main():
         evals[name] = _report(folder)
     result = {"host": host_record(), "demo_wall_s": round(wall, 1), "demo_eval": _report(out / "eval"),
               "eval_by_runtime": evals}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
     atomic_write_bytes(FIGURE, overlay_figure(out))
     print(json.dumps(result, indent=1))

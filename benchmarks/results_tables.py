@@ -71,6 +71,16 @@ def kernel_table(report):
     return lines
 
 
+def probe_table(report):
+    layers = report["verdicts"][0]["layers"]
+    lines = ["| width | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
+    for v in report["verdicts"]:
+        cells = [f"{library / mindspore:.2f}" + (" library" if layer in v["library_layers"] else " MindSpore")
+                 for layer, library, mindspore in zip(layers, v["seconds"]["library"], v["seconds"]["mindspore"])]
+        lines.append(f"| {v['width']:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def profile_table(report):
     lines = ["| op (per step) | ms |", "|---|---|"]
     lines += [f"| {op} | {ms:.0f} |" for op, ms in report["per_op_ms"].items() if ms >= 5]
@@ -93,6 +103,11 @@ def print_tables(folder):
         if report:
             print(f"### {name} ({host_line(report['machine'])})\n")
             print("\n".join(model_table(report) + [""] + ratio_lines(report) + data_lines(report)) + "\n")
+    verdict = _load(folder, "probe.json")
+    if verdict:
+        print(f"### probe.json ({host_line(verdict['host'])}; library / MindSpore time per layer group, "
+              f"and the choice: close calls within {verdict['close']:.0%} go to the library)\n\n"
+              + "\n".join(probe_table(verdict)) + "\n")
     kernels = _load(folder, "conv_kernels.json")
     if kernels:
         print(f"### conv_kernels.json ({host_line(kernels['host'])})\n\n" + "\n".join(kernel_table(kernels)) + "\n")

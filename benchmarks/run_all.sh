@@ -17,6 +17,8 @@ $FCN8S bench --what train,infer --batch 1 --size 512 --compare $PEERS --repeat 3
 $FCN8S bench --what train,infer --batch 2 --size 256 --compare seed --repeat 1 --warmup 1 --force -o $R/bench_tutorial_2x256.json
 $FCN8S bench --what train,infer --batch 1 --size 512 --compare seed --repeat 1 --warmup 1 --force -o $R/bench_tutorial_1x512.json
 $FCN8S bench --what infer --batch 1 --size 256 --compare isa-default --repeat 1 --warmup 1 --force -o $R/bench_isa.json
+# the probe's verdicts that the fcn8s rows above ran with (full width) and the demo's (width 0.25)
+$PY benchmarks/probe_verdict.py -o $R/probe.json
 $PY benchmarks/conv_kernels.py -o $R/conv_kernels.json
 $PY benchmarks/profile_step.py -o $R/profile_2x256.json
 $PY benchmarks/profile_step.py --batch 1 --size 512 -o $R/profile_1x512.json
