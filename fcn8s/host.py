@@ -125,10 +125,6 @@ def peak_rss_mib():
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
 
 
-if __name__ == "__main__":   # benchmarks/run_all.sh: the results folder of this kind of CPU
-    print(cpu_kind())
-
-
 # cgroup (v2, v1) memory limit and usage: a container's limit, which /proc/meminfo does not show
 _CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
@@ -149,3 +145,7 @@ def available_memory():
         except (OSError, ValueError):   # no such file, or "max": no limit
             pass
     return min(candidates) if candidates else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+if __name__ == "__main__":   # benchmarks/run_all.sh: the results folder of this kind of CPU
+    print(cpu_kind())
