@@ -111,21 +111,23 @@ def measure(width):
     return seconds
 
 
-def faster_library_layers(width):
-    """(layers, note): the layer groups whose kernels in the library were faster here than MindSpore's, or
-    slower by less than ``CLOSE``.
-
-    Measured once per host and width (see the module docstring); later calls read the cached verdict.
-    """
+def verdict_seconds(width):
+    """(seconds, how): the probe's times for ``width`` on this host, as ``measure`` returns them, read from
+    the cache, or measured now and cached where none is (see the module docstring); ``how`` says which."""
     path = verdict_path(width)
     try:
-        seconds = json.loads(path.read_text())["seconds"]
-        how = f"cached in {path}"
+        return json.loads(path.read_text())["seconds"], f"cached in {path}"
     except (OSError, ValueError, KeyError):
         get_logger().info(f"measuring which convolution kernels are faster on this host (once, width {width:g})")
         seconds = measure(width)
         atomic_write_text(path, json.dumps({"width": width, "seconds": seconds}) + "\n")
-        how = f"measured now, saved to {path}"
+        return seconds, f"measured now, saved to {path}"
+
+
+def faster_library_layers(width):
+    """(layers, note): the layer groups whose kernels in the library were faster here than MindSpore's, or
+    slower by less than ``CLOSE`` (``verdict_seconds``: measured once per host and width)."""
+    seconds, how = verdict_seconds(width)
     pairs = list(zip(LIBRARY_PLAN, seconds["library"], seconds["mindspore"]))
     ratios = ", ".join(f"{layer} {library / mindspore:.2f}" for layer, library, mindspore in pairs)
     return tuple(layer for layer, library, mindspore in pairs if library < mindspore * (1 + CLOSE)), \
