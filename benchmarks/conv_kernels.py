@@ -1,9 +1,10 @@
 """GFLOP/s of one convolution's forward, input gradient and weight gradient: MindSpore's kernels
-(capped at AVX2 as fcn8s runs them) against fcn8s's oneDNN channels-last custom ops.
+(capped at AVX2 as fcn8s runs them) against fcn8s's oneDNN custom ops, with the activations channels-last
+inside them (onednn) and in the layout oneDNN prefers (onednn-any).
 
 Each op runs alone as a graph-mode cell on the layer shapes that dominate an FCN-8s step at 2x256²,
-and timed as the median of 5 calls after a warm-up; the oneDNN times include their NCHW <-> NHWC
-reorders. Each shape is a 3x3, stride-1, 'same' convolution:
+and timed as the median of 5 calls after a warm-up; the oneDNN times include their reorders from and
+to NCHW. Each shape is a 3x3, stride-1, 'same' convolution:
     python benchmarks/conv_kernels.py [-o benchmarks/results/<cpu kind>/conv_kernels.json]
 """
 import argparse
@@ -23,6 +24,7 @@ from fcn8s.kernels import onednn
 from fcn8s.models.layers import OneDNNConv
 
 SHAPES = [(2, 64, 64, 256), (2, 128, 128, 128), (2, 256, 256, 64), (2, 512, 512, 32)]   # n, c, o, size
+LIBRARY_WAYS = ("onednn", "onednn-any")   # the kernel library's ways to run a 3x3 convolution (kernels.LIBRARY_CHOICES)
 
 
 class _Op(nn.Cell):
@@ -60,14 +62,15 @@ def measure(n, c, o, size):
     conv = ops.Conv2D(o, 3, pad_mode="pad", pad=1)
     input_grad = ops.Conv2DBackpropInput(c, 3, pad_mode="pad", pad=1)
     weight_grad = _grad_ops.Conv2DBackpropFilter(o, 3, pad_mode="pad", pad=1, pad_list=(1, 1, 1, 1))
-    ours = OneDNNConv(3)
-    kernels = {   # each called as (x, w), (dout, w), (dout, x) below, so ours.weight_grad gets them swapped
-        "mindspore": (_Op(conv), _Op(input_grad, (n, c, size, size)), _Op(weight_grad, (o, c, 3, 3))),
-        "onednn": (_Op(ours.forward), _Op(ours.input_grad), _SwappedOp(ours.weight_grad)),
-    }
+    # each called as (x, w), (dout, w), (dout, x) below, so the library's weight_grad gets them swapped
+    kernels = {"mindspore": (_Op(conv), _Op(input_grad, (n, c, size, size)), _Op(weight_grad, (o, c, 3, 3)))}
+    for name in LIBRARY_WAYS:
+        ours = OneDNNConv(3, any_layout=name == "onednn-any")
+        kernels[name] = (_Op(ours.forward), _Op(ours.input_grad), _SwappedOp(ours.weight_grad))
     gflop = 2 * n * o * c * 9 * size * size / 1e9
     row = {"shape": [n, c, o, size], "gflop": gflop,
-           "onednn_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3) for op in onednn.OPS]}
+           **{f"{name}_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3, name == "onednn-any")
+                                  for op in onednn.OPS] for name in LIBRARY_WAYS}}
     for name, (forward, dx, dw) in kernels.items():
         seconds = [_median_seconds(forward, x, w), _median_seconds(dx, dout, w), _median_seconds(dw, dout, x)]
         row[name] = {op: {"s": s, "gflops": gflop / s} for op, s in zip(onednn.OPS, seconds)}
@@ -85,10 +88,11 @@ def main():
     print(f"{'n, c->o, size':<18}{'kernels':<11}" + "".join(f"{op + ' GFLOP/s':>22}" for op in onednn.OPS))
     for r in rows:
         n, c, o, size = r["shape"]
-        for name in ("mindspore", "onednn"):
+        for name in ("mindspore", *LIBRARY_WAYS):
             print(f"{f'{n}, {c}->{o}, {size}':<18}{name:<11}"
                   + "".join(f"{r[name][op]['gflops']:>22.0f}" for op in onednn.OPS))
-    print("oneDNN kernels: " + "; ".join(f"{r['shape']}: {', '.join(r['onednn_kernels'])}" for r in rows))
+    for name in LIBRARY_WAYS:
+        print(f"{name} kernels: " + "; ".join(f"{r['shape']}: {', '.join(r[name + '_kernels'])}" for r in rows))
     if args.output:
         atomic_write_text(args.output, json.dumps({"host": host_record(), "rows": rows}, indent=1) + "\n")
 

@@ -12,7 +12,7 @@ import mindspore as ms
 
 from fcn8s.fileio import atomic_write_text
 from fcn8s.host import cpu_kind, host_record
-from fcn8s.kernels import LIBRARY_PLAN, onednn, probe
+from fcn8s.kernels import onednn, probe
 
 
 def main():
@@ -26,10 +26,9 @@ def main():
         raise SystemExit(f"the kernel library does not load here: {why}")
     verdicts = []
     for width in args.width or [1.0, 0.25]:
-        library_layers, note = probe.faster_library_layers(width)
+        library, note = probe.library_choice(width)
         seconds, _ = probe.verdict_seconds(width)   # cached by the call above
-        verdicts.append({"width": width, "layers": list(LIBRARY_PLAN), "seconds": seconds,
-                         "library_layers": list(library_layers), "note": note})
+        verdicts.append({"width": width, "seconds": seconds, "library": library, "note": note})
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output, json.dumps({"host": host_record(), "close": probe.CLOSE, "verdicts": verdicts},
                                               indent=1) + "\n")

@@ -65,19 +65,25 @@ def kernel_table(report):
     lines = ["| n, c->o, size | kernels | forward GFLOP/s | input grad | weight grad |", "|---|---|---|---|---|"]
     for r in report["rows"]:
         n, c, o, size = r["shape"]
-        for name in ("mindspore", "onednn"):
+        for name in (name for name in ("mindspore", "onednn", "onednn-any") if name in r):
             rates = " | ".join(f"{r[name][op]['gflops']:.0f}" for op in ("forward", "input_grad", "weight_grad"))
             lines.append(f"| {n}, {c}->{o}, {size}² | {name} | {rates} |")
     return lines
 
 
 def probe_table(report):
-    layers = report["verdicts"][0]["layers"]
-    lines = ["| width | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
+    """Per width: each library way's time / MindSpore's, per layer group, and the way chosen."""
+    layers = list(report["verdicts"][0]["seconds"])
+    lines = ["| width, time / MindSpore's | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
     for v in report["verdicts"]:
-        cells = [f"{library / mindspore:.2f}" + (" library" if layer in v["library_layers"] else " MindSpore")
-                 for layer, library, mindspore in zip(layers, v["seconds"]["library"], v["seconds"]["mindspore"])]
-        lines.append(f"| {v['width']:g} | " + " | ".join(cells) + " |")
+        seconds = v["seconds"]
+        ways = list(dict.fromkeys(way for layer in layers for way in seconds[layer] if way != "mindspore"))
+        for way in ways:
+            cells = [f"{seconds[layer][way] / seconds[layer]['mindspore']:.2f}" if way in seconds[layer] else ""
+                     for layer in layers]
+            lines.append(f"| {v['width']:g}, {way} | " + " | ".join(cells) + " |")
+        lines.append(f"| {v['width']:g}, chosen | " + " | ".join(v["library"].get(layer, "MindSpore")
+                                                               for layer in layers) + " |")
     return lines
 
 
@@ -105,8 +111,8 @@ def print_tables(folder):
             print("\n".join(model_table(report) + [""] + ratio_lines(report) + data_lines(report)) + "\n")
     verdict = _load(folder, "probe.json")
     if verdict:
-        print(f"### probe.json ({host_line(verdict['host'])}; library / MindSpore time per layer group, "
-              f"and the choice: close calls within {verdict['close']:.0%} go to the library)\n\n"
+        print(f"### probe.json ({host_line(verdict['host'])}; each library way's time / MindSpore's per layer "
+              f"group, and the choice: close calls within {verdict['close']:.0%} go to the library)\n\n"
               + "\n".join(probe_table(verdict)) + "\n")
     kernels = _load(folder, "conv_kernels.json")
     if kernels:

@@ -56,8 +56,8 @@ KEYS = {key.name: key for key in (
     Key("model.width", 1.0, "channel multiplier; 1.0 is the paper's VGG-16 (conv6 4096 wide)", positive=True),
     Key("model.deconv_init", "bilinear", "transposed-convolution init: bilinear (the FCN paper) or xavier "
         "(the MindSpore tutorial)", choices=("bilinear", "xavier")),
-    Key("model.kernels", "auto", "convolution kernels: auto (per layer group, the faster of fcn8s's oneDNN "
-        "library and MindSpore on this CPU, measured once), mindspore (MindSpore's, with cheaper gradients), "
+    Key("model.kernels", "auto", "convolution kernels: auto (per layer group, the fastest of fcn8s's oneDNN "
+        "library, channels-last or in oneDNN's layout, and MindSpore on this CPU, measured once), mindspore (MindSpore's, with cheaper gradients), "
         "onednn (the library: oneDNN channels-last and sgemm, CPU) or native (plain nn.Conv2d); see fcn8s/kernels",
         choices=KERNEL_SETTINGS),
     Key("data.train", "data/voc/mindrecord/train.mindrecord", "training MindRecord file"),

@@ -3,7 +3,9 @@ import mindspore as ms
 import pytest
 from mindspore import nn
 
+from fcn8s.architecture import BACKBONE_LAYERS
 from fcn8s.checkpoint import load_weights, save_checkpoint
+from fcn8s.kernels import LIBRARY_PLAN, plan as kernels_plan
 from fcn8s.models import FCN, bilinear_kernel
 from fcn8s.models.layers import FastGradConv2d, MaxPool
 from fcn8s.models.tutorial import TutorialFCN8s
@@ -102,12 +104,15 @@ def _weighted_sum(net, weights):
     ((20, 12), 3, {"kernels": "onednn"}),
     ((8, 16), 7, {"kernels": "onednn"}),
     ((16, 8), 1, {"kernels": "onednn"}),
+    ((12, 20), 3, {"kernels": "onednn-any"}),                          # in the layout oneDNN prefers
+    ((20, 12), 3, {"kernels": "onednn-any"}),
+    ((8, 16), 7, {"kernels": "onednn-any"}),
     ((8, 16), 7, {"kernels": "gemm"}),                                 # conv6 and conv7 on the library's sgemm
     ((16, 8), 1, {"kernels": "gemm"}),
     ((12, 20), 3, {"kernels": "gemm"}),
 ])
 def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, grads, rng, request):
-    if grads.get("kernels") in ("onednn", "gemm"):
+    if grads.get("kernels") in ("onednn", "onednn-any", "gemm"):
         request.getfixturevalue("onednn_kernels")
     ms.set_context(mode=mode)
     try:
@@ -147,18 +152,22 @@ def test_custom_max_pooling_matches_nn_maxpool2d(mode, shape, rng, onednn_kernel
 @pytest.mark.parametrize("kernels, conv_types", [
     ("mindspore", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d", "Conv2d"]),
     ("onednn", ["FastGradConv2d"] * 5),
+    ("onednn-any", ["FastGradConv2d"] * 5),   # the blocks in the layout oneDNN prefers
 ])
 def test_fast_and_native_models_have_the_same_loss_and_gradients(kernels, conv_types, rng, request):
     """The whole network: fast conv6 and backbone gradients against nn.Conv2d everywhere, one checkpoint."""
-    if kernels == "onednn":
+    library = kernels.startswith("onednn")
+    if library:
         request.getfixturevalue("onednn_kernels")
+    if kernels == "onednn-any":
+        kernels = kernels_plan("onednn", {**LIBRARY_PLAN, **dict.fromkeys(BACKBONE_LAYERS, "onednn-any")})
     fast = FCN("fcn8s", num_classes=4, width=0.125, kernels=kernels)
     native = FCN("fcn8s", num_classes=4, width=0.125, kernels="native")
     convs = (fast.conv1[0], fast.conv3[0], fast.conv4[0], fast.conv6[0], fast.conv7[0])
     assert [type(c).__name__ for c in convs] == conv_types
-    if kernels == "onednn":
+    if library:
         assert [type(c.op).__name__ for c in convs] == ["OneDNNConv"] * 3 + ["GemmConv"] * 2
-    assert type(fast.pool.pool).__name__ == ("MaxPool2x2" if kernels == "onednn" else "MaxPool2d")
+    assert type(fast.pool.pool).__name__ == ("MaxPool2x2" if library else "MaxPool2d")
     assert "FastGradConv2d" not in {type(cell).__name__ for _, cell in native.cells_and_names()}
     native_params = {p.name: p for p in native.get_parameters()}
     for p in fast.get_parameters():

@@ -196,8 +196,9 @@ def test_a_library_that_does_not_load_is_unavailable_and_auto_falls_back(tmp_pat
     assert note.startswith("convolutions: MindSpore's (oneDNN custom kernels not used: cannot load")
 
 
-def test_the_kernels_are_the_channels_last_ones(onednn_kernels):
-    names = [onednn.kernel_name(op, 2, 64, 64, 32, 32, 3) for op in onednn.OPS]
+@pytest.mark.parametrize("any_layout", [False, True])
+def test_the_kernels_are_the_fast_ones(onednn_kernels, any_layout):
+    names = [onednn.kernel_name(op, 2, 64, 64, 32, 32, 3, any_layout) for op in onednn.OPS]
     assert re.match(r"(brg|jit)\w*:", names[0]), names     # brgemm or jit, at this CPU's ISA
     assert "ref" not in " ".join(names), names
 
@@ -277,11 +278,16 @@ def test_auto_picks_per_layer_group_what_the_probe_measured_faster():
         return
     verdict, _ = probe.verdict_seconds(0.0625)   # cached by choose() above
     assert "library / MindSpore time per layer group: conv1 " in note
-    library = {"conv1": "onednn", "conv2": "onednn", "conv3": "onednn", "conv4": "onednn", "conv5": "onednn",
-               "conv6": "gemm", "conv7": "gemm"}
-    for index, layer in enumerate(library):
-        faster = verdict["library"][index] < verdict["mindspore"][index] * (1 + probe.CLOSE)
-        assert plan[layer] == (library[layer] if faster else kernels.MINDSPORE_PLAN[layer]), layer
+    ways = {"conv1": ["onednn", "onednn-any"], "conv2": ["onednn", "onednn-any"], "conv3": ["onednn", "onednn-any"],
+            "conv4": ["onednn", "onednn-any"], "conv5": ["onednn", "onednn-any"], "conv6": ["gemm"],
+            "conv7": ["gemm"]}
+    assert {layer: sorted(seconds) for layer, seconds in verdict.items()} == {
+        layer: sorted(["mindspore", *names]) for layer, names in ways.items()}
+    for layer, names in ways.items():
+        seconds = verdict[layer]
+        fastest = min(names, key=lambda name: seconds[name])
+        faster = seconds[fastest] < seconds["mindspore"] * (1 + probe.CLOSE)
+        assert plan[layer] == (fastest if faster else kernels.MINDSPORE_PLAN[layer]), layer
     assert plan["pool"] == "custom"
 
 
@@ -312,18 +318,23 @@ def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path
 
     def fake_measure(width):
         calls.append(width)
-        return {"mindspore": [1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.0], "library": [0.5, 0.9, 1.1, 1.04, 0.99, 1.0, 1.5]}
+        backbone = [(0.5, 0.6), (2.0, 0.9), (1.1, 1.2), (1.04, 1.3), (0.99, 0.98)]   # onednn, onednn-any
+        return {**{f"conv{i}": {"mindspore": 1.0, "onednn": nhwc, "onednn-any": any_layout}
+                   for i, (nhwc, any_layout) in enumerate(backbone, 1)},
+                "conv6": {"mindspore": 2.0, "gemm": 1.0}, "conv7": {"mindspore": 1.0, "gemm": 1.5}}
     monkeypatch.setattr(probe, "measure", fake_measure)
-    layers, note = probe.faster_library_layers(0.5)
+    library, note = probe.library_choice(0.5)
     assert probe.CLOSE == 0.05   # conv4, 4% slower in the library, is a close call: it goes to the library
-    assert layers == ("conv1", "conv2", "conv4", "conv5", "conv6")
-    assert "conv1 0.50, conv2 0.90, conv3 1.10, conv4 1.04, conv5 0.99, conv6 0.50, conv7 1.50 (measured now" in note
-    assert kernels.plan("onednn", layers) == {
-        "conv1": "onednn", "conv2": "onednn", "conv3": "flipped", "conv4": "onednn", "conv5": "onednn",
+    assert library == {"conv1": "onednn", "conv2": "onednn-any", "conv4": "onednn", "conv5": "onednn-any",
+                       "conv6": "gemm"}
+    assert ("conv1 0.50 onednn, conv2 0.90 onednn-any, conv3 1.10 onednn, conv4 1.04 onednn, conv5 0.98 onednn-any, "
+            "conv6 0.50 gemm, conv7 1.50 gemm (measured now") in note
+    assert kernels.plan("onednn", library) == {
+        "conv1": "onednn", "conv2": "onednn-any", "conv3": "flipped", "conv4": "onednn", "conv5": "onednn-any",
         "conv6": "gemm", "conv7": "native", "pool": "custom"}
-    again, note = probe.faster_library_layers(0.5)
-    assert again == layers and "(cached in " in note and calls == [0.5]
-    probe.faster_library_layers(0.25)
+    again, note = probe.library_choice(0.5)
+    assert again == library and "(cached in " in note and calls == [0.5]
+    probe.library_choice(0.25)
     assert calls == [0.5, 0.25]
 
 

@@ -9,12 +9,15 @@ The setting (``SETTINGS``):
 - ``onednn``: the kernel library of ``onednn.py`` (CPU only): the 3x3 convolutions of conv1-conv5 in
   oneDNN's channels-last kernels, conv6 and conv7 as matrix products on oneDNN's sgemm, and the max
   pooling in the library's own kernel.
-- ``auto``: on CPU where the library loads, per layer group (conv1..conv7) whichever measured faster on
-  this host (``probe.py``), the max pooling in the library; elsewhere ``mindspore``.
+- ``auto``: on CPU where the library loads, per layer group (conv1..conv7) whichever measured fastest on
+  this host (``probe.py``) of MindSpore's kernels and the library's ways to run it (``LIBRARY_CHOICES``:
+  for conv1-conv5 oneDNN with the activations channels-last, or in the layout oneDNN prefers), the max
+  pooling in the library; elsewhere ``mindspore``.
 
 A plan maps each convolution layer conv1..conv7 to how ``models.layers.make_conv`` makes it:
 ``native``, ``flipped`` (input gradient as a convolution), ``matmul`` (weight gradient as a matmul),
-``onednn`` (conv1-conv5) or ``gemm`` (conv6, conv7: the library's sgemm); and ``pool`` to how
+``onednn`` or ``onednn-any`` (conv1-conv5: channels-last, or oneDNN's choice of layout) or ``gemm`` (conv6,
+conv7: the library's sgemm); and ``pool`` to how
 ``models.layers.MaxPool`` makes the max pooling: ``native`` or ``custom`` (a forward that keeps each
 window's winner and a one-pass gradient, in the library: it is used wherever that library loads). ``choose`` is the one
 place a setting becomes a plan. Importing this package loads neither MindSpore nor the kernels.
@@ -23,8 +26,10 @@ from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
 SETTINGS = ("auto", "mindspore", "onednn", "native")
 LAYERS = BACKBONE + FC_LAYERS + ("pool",)
-# how the kernel library makes each convolution layer group; the probe measures each against MINDSPORE_PLAN's
-LIBRARY_PLAN = {**dict.fromkeys(BACKBONE, "onednn"), **dict.fromkeys(FC_LAYERS, "gemm")}
+# the ways the kernel library can make each convolution layer group; the probe measures each against
+# MINDSPORE_PLAN's, and the first is what model.kernels onednn takes (LIBRARY_PLAN)
+LIBRARY_CHOICES = {**dict.fromkeys(BACKBONE, ("onednn", "onednn-any")), **dict.fromkeys(FC_LAYERS, ("gemm",))}
+LIBRARY_PLAN = {layer: choices[0] for layer, choices in LIBRARY_CHOICES.items()}
 
 # MindSpore's kernels with the gradients that measured fastest for each layer (see models/layers.py):
 # the flipped-kernel input gradient wins on the 64-256-channel blocks, the native one on the 512-channel
@@ -33,22 +38,22 @@ MINDSPORE_PLAN = {"conv1": "flipped", "conv2": "flipped", "conv3": "flipped", "c
                   "conv5": "native", "conv6": "matmul", "conv7": "native", "pool": "native"}
 
 
-def plan(setting, library_layers=tuple(LIBRARY_PLAN)):
-    """The plan of a setting other than ``auto``; for ``onednn``, ``library_layers`` are the layer groups that
-    take the kernel library's convolutions (``auto`` passes the ones that won the probe)."""
+def plan(setting, library=LIBRARY_PLAN):
+    """The plan of a setting other than ``auto``; for ``onednn``, ``library`` maps the layer groups that take
+    the kernel library's convolutions to how it makes them (``auto`` passes the probe's winners), the others
+    keep MindSpore's."""
     if setting == "native":
         return dict.fromkeys(LAYERS, "native")
     if setting == "mindspore":
         return dict(MINDSPORE_PLAN)
     if setting == "onednn":
-        return {**{layer: LIBRARY_PLAN[layer] if layer in library_layers else impl
-                   for layer, impl in MINDSPORE_PLAN.items()}, "pool": "custom"}
+        return {**MINDSPORE_PLAN, **library, "pool": "custom"}
     raise ValueError(f"kernels must be one of {SETTINGS[1:]}, got {setting!r}")
 
 
 def describe(layer_plan):
     """One line: which kernels each convolution layer group and the pooling run, for the log."""
-    names = {"onednn": "oneDNN", "gemm": "oneDNN sgemm"}
+    names = {"onednn": "oneDNN NHWC", "onednn-any": "oneDNN any layout", "gemm": "oneDNN sgemm"}
     pool = "fcn8s" if layer_plan["pool"] == "custom" else "MindSpore"
     return ", ".join([f"{layer} {names.get(layer_plan[layer], 'MindSpore')}" for layer in BACKBONE + FC_LAYERS]
                      + [f"max pool {pool}"])
@@ -69,10 +74,17 @@ def choose(setting, width):
         if setting == "onednn":
             raise FCNError(f"model.kernels onednn: {why}")
         return plan("mindspore"), f"convolutions: MindSpore's (oneDNN custom kernels not used: {why})"
-    kernel = onednn.kernel_name("forward", 1, 64, 64, 64, 64, 3)
     if setting == "onednn":
-        return plan("onednn"), f"convolutions: oneDNN channels-last kernels ({kernel})"
-    from .probe import faster_library_layers
-    winners, measured = faster_library_layers(width)
+        return plan("onednn"), f"convolutions: oneDNN channels-last kernels ({_kernel_names([False])})"
+    from .probe import library_choice
+    winners, measured = library_choice(width)
     chosen = plan("onednn", winners)
-    return chosen, f"convolutions: {describe(chosen)} (oneDNN kernels {kernel}; {measured})"
+    layouts = sorted({impl == "onednn-any" for impl in winners.values() if impl != "gemm"})
+    return chosen, f"convolutions: {describe(chosen)} (oneDNN kernels {_kernel_names(layouts)}; {measured})"
+
+
+def _kernel_names(any_layouts):
+    """The oneDNN implementations of a 64-channel convolution's forward and gradients, per layout, for the log."""
+    from . import onednn
+    return "; ".join(", ".join(dict.fromkeys(onednn.kernel_name(op, 1, 64, 64, 64, 64, 3, any_layout)
+                                             for op in onednn.OPS)) for any_layout in any_layouts) or "none"

@@ -225,11 +225,12 @@ def available():
     return True, ""
 
 
-def kernel_name(op, batch, in_channels, out_channels, height, width, kernel_size):
-    """The oneDNN implementation that runs ``op`` (one of OPS) at this shape, e.g. 'brg_conv_fwd:avx512_core'."""
+def kernel_name(op, batch, in_channels, out_channels, height, width, kernel_size, any_layout=False):
+    """The oneDNN implementation that runs ``op`` (one of OPS) at this shape, e.g. 'brg_conv_fwd:avx512_core',
+    with the activations channels-last inside, or in oneDNN's choice of layout when ``any_layout``."""
     lib = _kernels()[1]
     out = ctypes.create_string_buffer(128)
     dims = [ctypes.c_int64(v) for v in (batch, in_channels, out_channels, height, width, kernel_size)]
-    if lib.fcn8s_onednn_impl(OPS.index(op), *dims, out, len(out)) != 0:
+    if lib.fcn8s_onednn_impl(OPS.index(op), int(any_layout), *dims, out, len(out)) != 0:
         raise OneDNNUnavailable(lib.fcn8s_onednn_error().decode())
     return out.value.decode()

@@ -1,15 +1,16 @@
 // Stride-1 'same' convolutions and their two gradients for MindSpore on CPU, as AOT custom ops,
-// run by oneDNN in its fast channels-last (NHWC) kernels; a 2x2 max pooling whose forward keeps
-// each window's winner, so that its gradient is a single pass (plain C++); and the three matrix
-// products of a convolution computed on its patches (conv6, conv7), on oneDNN's sgemm.
+// run by oneDNN with the activations channels-last (NHWC) or in the layout it prefers (Layout); a 2x2
+// max pooling whose forward keeps each window's winner, so that its gradient is a single pass (plain
+// C++); and the three matrix products of a convolution computed on its patches (conv6, conv7), on
+// oneDNN's sgemm.
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
 // then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps MindSpore's oneDNN at AVX2
 // (cap_mindspore_isa in fcn8s/kernels/onednn.py). The same oneDNN, given NHWC tensors at AVX-512,
 // runs its brgemm kernels 1.4-2.7x faster than MindSpore's capped ones (benchmarks/conv_kernels.py:
-// 210-330 against 86-190 GFLOP/s on two cores). Each call reorders its NCHW inputs to NHWC, runs
-// the convolution and reorders the result back; the reorders are memory-bound and cheap next to the
-// convolution.
+// 210-330 against 86-190 GFLOP/s on two cores); at AVX2 its blocked layout's are the fast ones. Each
+// call reorders its NCHW inputs to the primitive's layout, runs the convolution and reorders the
+// result back; the reorders are memory-bound and cheap next to the convolution.
 //
 // oneDNN is the libdnnl.so.3 that MindSpore ships, loaded through dlopen from the path given to
 // fcn8s_onednn_init(). fcn8s passes a private copy of that file: a separate instance, which the AVX2
@@ -214,6 +215,10 @@ enum Slot { kSlotSrc, kSlotWeights, kSlotDst, kSlotScratchpad, kNumSlots };
 Buffer buffers[kNumSlots];
 
 enum Op { kForward, kBackwardData, kBackwardWeights };
+// The activations' layout inside the primitive: channels-last, or the one oneDNN prefers for the shape and
+// ISA (format tag any: on AVX2 its blocked nChw8c, whose weight gradient runs 2-3x faster there than the
+// NHWC one; at AVX-512 its NHWC brgemm kernels). Which is faster is measured per host (probe.py).
+enum Layout { kChannelsLast, kOneDNNChoice };
 
 // One argument of a convolution: the layout MindSpore holds it in, the layout the primitive
 // wants, and the reorder between them when they differ.
@@ -233,7 +238,7 @@ struct Plan {
     Arg args[3];
     std::string impl;
 };
-std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, Plan> plans;
+std::map<std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, Plan> plans;
 
 bool make_md(handle_t *md, int64_t a, int64_t b, int64_t c, int64_t d, int tag) {
     const int64_t dims[4] = {a, b, c, d};
@@ -255,17 +260,19 @@ bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, 
     return true;
 }
 
-// Builds the primitive for (op, n, c, o, h, w, k): x is (n, c, h, w), weight (o, c, k, k), y (n, o, h, w).
-bool make_plan(Plan *plan, int op, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
-    handle_t x_user, y_user, w_user, x_nhwc, y_nhwc, w_any;
+// Builds the primitive for (op, layout, n, c, o, h, w, k): x is (n, c, h, w), weight (o, c, k, k),
+// y (n, o, h, w); x_inner and y_inner are the activations' layout inside the primitive.
+bool make_plan(Plan *plan, int op, int layout, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
+    handle_t x_user, y_user, w_user, x_inner, y_inner, w_any;
+    const int inner_tag = layout == kChannelsLast ? kTagNHWC : kTagAny;
     if (!make_md(&x_user, n, c, h, w, kTagNCHW) || !make_md(&y_user, n, o, h, w, kTagNCHW) ||
-        !make_md(&w_user, o, c, k, k, kTagOIHW) || !make_md(&x_nhwc, n, c, h, w, kTagNHWC) ||
-        !make_md(&y_nhwc, n, o, h, w, kTagNHWC) || !make_md(&w_any, o, c, k, k, kTagAny))
+        !make_md(&w_user, o, c, k, k, kTagOIHW) || !make_md(&x_inner, n, c, h, w, inner_tag) ||
+        !make_md(&y_inner, n, o, h, w, inner_tag) || !make_md(&w_any, o, c, k, k, kTagAny))
         return false;
     const int64_t strides[2] = {1, 1}, dilates[2] = {0, 0}, pad[2] = {k / 2, k / 2};
     handle_t forward_pd, pd;
     CHECK(api.convolution_forward_primitive_desc_create(&forward_pd, engine, kForwardTraining, kConvolutionDirect,
-                                                        x_nhwc, w_any, nullptr, y_nhwc, strides, dilates, pad, pad,
+                                                        x_inner, w_any, nullptr, y_inner, strides, dilates, pad, pad,
                                                         scratchpad_attr));
     if (op == kForward) {
         pd = forward_pd;
@@ -274,16 +281,16 @@ bool make_plan(Plan *plan, int op, int64_t n, int64_t c, int64_t o, int64_t h, i
             !make_arg(&plan->args[2], pd, kArgDst, kQueryDstMd, y_user, true, kSlotDst))
             return false;
     } else if (op == kBackwardData) {
-        CHECK(api.convolution_backward_data_primitive_desc_create(&pd, engine, kConvolutionDirect, x_nhwc, w_any,
-                                                                  y_nhwc, strides, dilates, pad, pad, forward_pd,
+        CHECK(api.convolution_backward_data_primitive_desc_create(&pd, engine, kConvolutionDirect, x_inner, w_any,
+                                                                  y_inner, strides, dilates, pad, pad, forward_pd,
                                                                   scratchpad_attr));
         if (!make_arg(&plan->args[0], pd, kArgDiffDst, kQueryDiffDstMd, y_user, false, kSlotDst) ||
             !make_arg(&plan->args[1], pd, kArgWeights, kQueryWeightsMd, w_user, false, kSlotWeights) ||
             !make_arg(&plan->args[2], pd, kArgDiffSrc, kQueryDiffSrcMd, x_user, true, kSlotSrc))
             return false;
     } else {
-        CHECK(api.convolution_backward_weights_primitive_desc_create(&pd, engine, kConvolutionDirect, x_nhwc, w_any,
-                                                                     nullptr, y_nhwc, strides, dilates, pad, pad,
+        CHECK(api.convolution_backward_weights_primitive_desc_create(&pd, engine, kConvolutionDirect, x_inner, w_any,
+                                                                     nullptr, y_inner, strides, dilates, pad, pad,
                                                                      forward_pd, scratchpad_attr));
         if (!make_arg(&plan->args[0], pd, kArgSrc, kQuerySrcMd, x_user, false, kSlotSrc) ||
             !make_arg(&plan->args[1], pd, kArgDiffDst, kQueryDiffDstMd, y_user, false, kSlotDst) ||
@@ -299,12 +306,12 @@ bool make_plan(Plan *plan, int op, int64_t n, int64_t c, int64_t o, int64_t h, i
     return true;
 }
 
-Plan *find_plan(int op, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
-    auto key = std::make_tuple(op, n, c, o, h, w, k);
+Plan *find_plan(int op, int layout, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
+    auto key = std::make_tuple(op, layout, n, c, o, h, w, k);
     auto found = plans.find(key);
     if (found != plans.end()) return &found->second;
     Plan plan;
-    if (!make_plan(&plan, op, n, c, o, h, w, k)) return nullptr;
+    if (!make_plan(&plan, op, layout, n, c, o, h, w, k)) return nullptr;
     return &plans.emplace(key, plan).first->second;
 }
 
@@ -365,7 +372,7 @@ bool load(void *lib, const char *name, F *fn) {
 }
 
 // shapes[0] is x or dout, shapes[1] the weight or dout, shapes[2] the output; see the entry points.
-int run(int op, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+int run(int op, int layout, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
     std::lock_guard<std::mutex> lock(mutex);
     if (!stream) return fail(last_error), 1;
     if (nparam != 3) return fail("expected 2 inputs and 1 output"), 1;
@@ -389,7 +396,7 @@ int run(int op, int nparam, void **params, int *ndims, int64_t **shapes, const c
         return fail("shapes disagree: x " + dims(x) + ", weight " + dims(weight) + ", y " + dims(y) +
                     " (expected x (n, c, h, w), weight (o, c, k, k) with k odd, y (n, o, h, w))"), 1;
     }
-    Plan *plan = find_plan(op, x[0], x[1], weight[0], x[2], x[3], weight[2]);
+    Plan *plan = find_plan(op, layout, x[0], x[1], weight[0], x[2], x[3], weight[2]);
     return plan && execute(plan, params) ? 0 : 1;
 }
 
@@ -507,34 +514,32 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
 
 const char *fcn8s_onednn_error() { return last_error.c_str(); }
 
-// Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad) at this
-// shape into out (e.g. "brg_conv_fwd:avx512_core"). Returns 0, or 1 if no plan could be made.
-int fcn8s_onednn_impl(int op, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k, char *out,
+// Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad) with the
+// activations in layout (0 channels-last, 1 oneDNN's choice) at this shape into out (e.g.
+// "brg_conv_fwd:avx512_core"). Returns 0, or 1 if no plan could be made.
+int fcn8s_onednn_impl(int op, int layout, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k, char *out,
                       int size) {
     std::lock_guard<std::mutex> lock(mutex);
     if (!stream) return 1;
-    Plan *plan = find_plan(op, n, c, o, h, w, k);
+    Plan *plan = find_plan(op, layout, n, c, o, h, w, k);
     if (!plan) return 1;
     std::snprintf(out, size, "%s", plan->impl.c_str());
     return 0;
 }
 
-// y = conv(x, weight): params x (n, c, h, w), weight (o, c, k, k), y (n, o, h, w)
-int conv2d_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
-    return run(kForward, nparam, params, ndims, shapes, dtypes);
-}
-
-// dx: params dout (n, o, h, w), weight (o, c, k, k), dx (n, c, h, w)
-int conv2d_input_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
-                      void *) {
-    return run(kBackwardData, nparam, params, ndims, shapes, dtypes);
-}
-
-// dweight: params x (n, c, h, w), dout (n, o, h, w), dweight (o, c, k, k)
-int conv2d_weight_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
-                       void *) {
-    return run(kBackwardWeights, nparam, params, ndims, shapes, dtypes);
-}
+// The convolutions, with the activations channels-last inside (conv2d_*) or in oneDNN's choice of layout
+// (conv2d_*_any_layout). The params: forward x (n, c, h, w), weight (o, c, k, k), y (n, o, h, w);
+// input gradient dout (n, o, h, w), weight, dx (n, c, h, w); weight gradient x, dout, dweight (o, c, k, k).
+#define FCN8S_CONV_ENTRY(name, op, layout)                                                                   \
+    int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) { \
+        return run(op, layout, nparam, params, ndims, shapes, dtypes);                                       \
+    }
+FCN8S_CONV_ENTRY(conv2d_forward, kForward, kChannelsLast)
+FCN8S_CONV_ENTRY(conv2d_input_grad, kBackwardData, kChannelsLast)
+FCN8S_CONV_ENTRY(conv2d_weight_grad, kBackwardWeights, kChannelsLast)
+FCN8S_CONV_ENTRY(conv2d_forward_any_layout, kForward, kOneDNNChoice)
+FCN8S_CONV_ENTRY(conv2d_input_grad_any_layout, kBackwardData, kOneDNNChoice)
+FCN8S_CONV_ENTRY(conv2d_weight_grad_any_layout, kBackwardWeights, kOneDNNChoice)
 
 // params x (n, c, h, w), y (n, c, h/2, w/2) float32, winner (n, c, h/2, w/2) uint8
 int max_pool2x2_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,

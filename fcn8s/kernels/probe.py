@@ -2,13 +2,14 @@
 
 The oneDNN channels-last kernels were 1.4-2.7x MindSpore's on one 2-core Xeon, yet made the
 full-width network 1.3x slower on a 2-core AMD EPYC, while still winning there on the narrow demo
-network. No property known in advance predicts that, so ``model.kernels: auto`` measures: for each
-layer group (the five blocks, conv6, conv7) it times one of its convolutions (forward, input gradient
-and weight gradient, as a train step runs them, at its resolution for a 2x256² input) with MindSpore's
-kernels (as the ``mindspore`` plan makes it) and with the kernel library's (``LIBRARY_PLAN``), and
-keeps the faster.
+network; on an AVX2-only EPYC oneDNN's channels-last weight gradient was 2-3x slower than its blocked
+(nChw8c) one, which the AVX-512 EPYC showed no gain from. No property known in advance predicts that, so
+``model.kernels: auto`` measures: for each layer group (the five blocks, conv6, conv7) it times one of
+its convolutions (forward, input gradient and weight gradient, as a train step runs them, at its
+resolution for a 2x256² input) with MindSpore's kernels (as the ``mindspore`` plan makes it) and with
+each of the kernel library's ways to run it (``LIBRARY_CHOICES``), and keeps the fastest.
 
-The two are timed in turn, so that drift reaches both, and each keeps its fastest call (noise only
+They are timed in turn, so that drift reaches both, and each keeps its fastest call (noise only
 adds time). A close call (the library slower by less than ``CLOSE``) goes to the library: on a
 shared 2-core host one pair measured 0.86x and 1.86x minutes apart, and a verdict that flips with
 noise changes the numerics of training from one first run to the next.
@@ -29,7 +30,7 @@ from ..architecture import FC_CHANNELS, STRIDE, VGG16_BLOCKS, scaled
 from ..fileio import atomic_write_text
 from ..host import cpu_flags, cpu_name
 from ..log import get_logger
-from . import BACKBONE, FC_LAYERS, LIBRARY_PLAN, MINDSPORE_PLAN, onednn
+from . import BACKBONE, FC_LAYERS, LIBRARY_CHOICES, MINDSPORE_PLAN, onednn
 
 PROBE_BATCH, PROBE_SIZE = 2, 256   # the bench's and the docs' reference step
 # timed calls per implementation: at least MIN_CALLS, more until each has run MIN_SECONDS, at most MAX_CALLS
@@ -91,12 +92,12 @@ def probe_convolutions(width):
 
 
 def measure(width):
-    """{"mindspore": [s per layer group], "library": [s per layer group]}: one convolution of each group
-    (``probe_convolutions``), timed both ways."""
+    """{layer group: {"mindspore": s, each of the library's ways (LIBRARY_CHOICES): s}}: one convolution of
+    each group (``probe_convolutions``), timed each way."""
     import mindspore as ms
 
     from ..models.layers import make_conv
-    seconds = {"mindspore": [], "library": []}
+    seconds = {}
     rng = np.random.default_rng(0)
     for layer, in_channels, out_channels, kernel, size in probe_convolutions(width):
         x = ms.Tensor(rng.standard_normal((PROBE_BATCH, in_channels, size, size)).astype(np.float32))
@@ -104,10 +105,10 @@ def measure(width):
         # state that the network's own initialisation draws from next
         weight = ms.Tensor(rng.standard_normal((out_channels, in_channels, kernel, kernel)).astype(np.float32)
                            * 0.05)
-        calls = [_train_step(make_conv(in_channels, out_channels, kernel, layer_plan[layer], weight_init=weight), x)
-                 for layer_plan in (MINDSPORE_PLAN, LIBRARY_PLAN)]
-        for kernels, fastest in zip(("mindspore", "library"), fastest_in_turn(calls)):
-            seconds[kernels].append(fastest)
+        ways = {"mindspore": MINDSPORE_PLAN[layer], **{impl: impl for impl in LIBRARY_CHOICES[layer]}}
+        calls = [_train_step(make_conv(in_channels, out_channels, kernel, impl, weight_init=weight), x)
+                 for impl in ways.values()]
+        seconds[layer] = dict(zip(ways, fastest_in_turn(calls)))
     return seconds
 
 
@@ -124,11 +125,16 @@ def verdict_seconds(width):
         return seconds, f"measured now, saved to {path}"
 
 
-def faster_library_layers(width):
-    """(layers, note): the layer groups whose kernels in the library were faster here than MindSpore's, or
-    slower by less than ``CLOSE`` (``verdict_seconds``: measured once per host and width)."""
+def library_choice(width):
+    """(library, note): {layer group: the library's fastest way to run it}, for the groups where that way was
+    faster here than MindSpore's kernels, or slower by less than ``CLOSE`` (``verdict_seconds``: measured
+    once per host and width); the note gives each group's time ratio and way."""
     seconds, how = verdict_seconds(width)
-    pairs = list(zip(LIBRARY_PLAN, seconds["library"], seconds["mindspore"]))
-    ratios = ", ".join(f"{layer} {library / mindspore:.2f}" for layer, library, mindspore in pairs)
-    return tuple(layer for layer, library, mindspore in pairs if library < mindspore * (1 + CLOSE)), \
-        f"library / MindSpore time per layer group: {ratios} ({how})"
+    library, ratios = {}, []
+    for layer, ways in LIBRARY_CHOICES.items():
+        fastest = min(ways, key=seconds[layer].get)
+        ratio = seconds[layer][fastest] / seconds[layer]["mindspore"]
+        ratios.append(f"{layer} {ratio:.2f} {fastest}")
+        if ratio < 1 + CLOSE:
+            library[layer] = fastest
+    return library, f"library / MindSpore time per layer group: {', '.join(ratios)} ({how})"

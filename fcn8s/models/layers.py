@@ -10,8 +10,9 @@ MindSpore 2.10's CPU gradient kernels are slow or memory-hungry for some of FCN'
   at 2x256x256 the full network's step is as fast or faster and its peak memory 640 MB lower. For
   the 512-channel blocks the native input gradient is faster, so they keep it.
 With ``kernels="onednn"`` the forward and both gradients run in oneDNN's channels-last kernels
-instead (``fcn8s/kernels/onednn_conv.cc``, CPU only): 1.4-2.7x MindSpore's convolution speed, and no
-im2col buffers kept across the step. With ``kernels="gemm"`` (conv6, conv7) they are matrix products
+instead (``fcn8s/kernels/onednn_conv.cc``, CPU only): 1.4-2.7x MindSpore's convolution speed at AVX-512,
+and no im2col buffers kept across the step; ``kernels="onednn-any"`` lets oneDNN choose the activations'
+layout inside (its blocked kernels at AVX2, whose weight gradient is 2-3x faster there than NHWC's). With ``kernels="gemm"`` (conv6, conv7) they are matrix products
 on the same library's sgemm.
 The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
 interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's. ``make_conv`` is
@@ -27,7 +28,7 @@ from ..kernels import onednn
 
 INPUT_GRADS = ("native", "flipped")
 WEIGHT_GRADS = ("native", "matmul")
-KERNELS = ("mindspore", "onednn", "gemm")
+KERNELS = ("mindspore", "onednn", "onednn-any", "gemm")
 
 
 class _ConvCustomGrad(nn.Cell):
@@ -79,13 +80,15 @@ def _library_op(function, out_shape):
 
 
 class OneDNNConv(nn.Cell):
-    """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (fcn8s/kernels/onednn.py)."""
+    """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (fcn8s/kernels/onednn.py),
+    with the activations channels-last inside them, or in the layout oneDNN prefers when ``any_layout``."""
 
-    def __init__(self, kernel_size):
+    def __init__(self, kernel_size, any_layout=False):
         super().__init__()
-        self.forward = _library_op("conv2d_forward", lambda x, w: (x[0], w[0], x[2], x[3]))
-        self.input_grad = _library_op("conv2d_input_grad", lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
-        self.weight_grad = _library_op("conv2d_weight_grad",
+        suffix = "_any_layout" if any_layout else ""
+        self.forward = _library_op(f"conv2d_forward{suffix}", lambda x, w: (x[0], w[0], x[2], x[3]))
+        self.input_grad = _library_op(f"conv2d_input_grad{suffix}", lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
+        self.weight_grad = _library_op(f"conv2d_weight_grad{suffix}",
                                        lambda x, dout: (dout[1], x[1], kernel_size, kernel_size))
 
     def construct(self, x, weight):
@@ -140,8 +143,9 @@ class FastGradConv2d(nn.Cell):
 
     ``input_grad``: "native" (Conv2DBackpropInput) or "flipped" (a forward convolution);
     ``weight_grad``: "native" (Conv2DBackpropFilter) or "matmul" (im2col matmul);
-    ``kernels``: "mindspore" (the above), "onednn" (forward and both gradients in oneDNN's convolutions)
-    or "gemm" (as matrix products on oneDNN's sgemm); the two options above apply to "mindspore" only.
+    ``kernels``: "mindspore" (the above), "onednn" (forward and both gradients in oneDNN's convolutions,
+    channels-last inside), "onednn-any" (the same in the layout oneDNN prefers) or "gemm" (as matrix products
+    on oneDNN's sgemm); the two options above apply to "mindspore" only.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, input_grad="native", weight_grad="native",
@@ -159,8 +163,8 @@ class FastGradConv2d(nn.Cell):
         self.kernel_size = kernel_size
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = ms.Parameter(initializer(weight_init, shape, ms.float32), name="weight")
-        if kernels == "onednn":
-            self.op = OneDNNConv(kernel_size)
+        if kernels in ("onednn", "onednn-any"):
+            self.op = OneDNNConv(kernel_size, any_layout=kernels == "onednn-any")
         elif kernels == "gemm":
             self.op = GemmConv(kernel_size, shape)
         else:
@@ -212,12 +216,12 @@ class MaxPool(nn.Cell):
 def make_conv(in_channels, out_channels, kernel_size, impl, weight_init="xavier_uniform"):
     """One convolution, made as a kernel plan names it (``fcn8s.kernels``): "native" nn.Conv2d, or a
     FastGradConv2d (same parameters and outputs) with a "flipped" input gradient, a "matmul" weight
-    gradient, or the kernel library's "onednn" convolutions or "gemm" matrix products for the forward
-    and both gradients."""
+    gradient, or the kernel library's "onednn" / "onednn-any" convolutions or "gemm" matrix products for
+    the forward and both gradients."""
     if impl == "native":
         return nn.Conv2d(in_channels, out_channels, kernel_size, weight_init=weight_init)
     options = {"flipped": {"input_grad": "flipped"}, "matmul": {"weight_grad": "matmul"},
-               "onednn": {"kernels": "onednn"}, "gemm": {"kernels": "gemm"}}
+               **{kernels: {"kernels": kernels} for kernels in KERNELS[1:]}}
     if impl not in options:
         raise ValueError(f"a convolution is made native, {', '.join(options)}; got {impl!r}")
     return FastGradConv2d(in_channels, out_channels, kernel_size, weight_init=weight_init, **options[impl])
