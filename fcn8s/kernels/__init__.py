@@ -86,5 +86,6 @@ def choose(setting, width):
 def _kernel_names(any_layouts):
     """The oneDNN implementations of a 64-channel convolution's forward and gradients, per layout, for the log."""
     from . import onednn
-    return "; ".join(", ".join(dict.fromkeys(onednn.kernel_name(op, 1, 64, 64, 64, 64, 3, any_layout)
-                                             for op in onednn.OPS)) for any_layout in any_layouts) or "none"
+    return "; ".join(("any layout: " if any_layout else "NHWC: ")
+                     + ", ".join(dict.fromkeys(onednn.kernel_name(op, 1, 64, 64, 64, 64, 3, any_layout)
+                                               for op in onednn.OPS)) for any_layout in any_layouts) or "none"

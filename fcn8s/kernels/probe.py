@@ -55,13 +55,22 @@ def _train_step(conv, x):
     """A call that runs forward + input and weight gradients of ``conv`` on ``x``, compiled as a graph
     whatever the context's mode (as training runs it), and waits for them."""
     import mindspore as ms
-    from mindspore import ops
-    weights = ms.ParameterTuple(conv.trainable_params())
-    grad = ops.GradOperation(get_all=True, get_by_list=True)
+    from mindspore import nn, ops
 
-    @ms.jit
-    def step(inputs):
-        return grad(conv, weights)(inputs)
+    class Step(nn.Cell):
+        # a jit method of a Cell, not a jit function: MindSpore warns each time a function made again
+        # (one per measured convolution) is compiled, and only logs it at info level for a Cell
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+            self.weights = ms.ParameterTuple(conv.trainable_params())
+            self.grad = ops.GradOperation(get_all=True, get_by_list=True)
+
+        @ms.jit
+        def construct(self, inputs):
+            return self.grad(self.conv, self.weights)(inputs)
+
+    step = Step()
 
     def call():
         (dx,), (dweight,) = step(x)
@@ -119,7 +128,7 @@ def verdict_seconds(width):
     try:
         return json.loads(path.read_text())["seconds"], f"cached in {path}"
     except (OSError, ValueError, KeyError):
-        get_logger().info(f"measuring which convolution kernels are faster on this host (once, width {width:g})")
+        get_logger().info(f"measuring which convolution kernels are fastest on this host (once, width {width:g})")
         seconds = measure(width)
         atomic_write_text(path, json.dumps({"width": width, "seconds": seconds}) + "\n")
         return seconds, f"measured now, saved to {path}"
