@@ -57,8 +57,9 @@ KEYS = {key.name: key for key in (
     Key("model.deconv_init", "bilinear", "transposed-convolution init: bilinear (the FCN paper) or xavier "
         "(the MindSpore tutorial)", choices=("bilinear", "xavier")),
     Key("model.kernels", "auto", "convolution kernels: auto (per layer group, the fastest of fcn8s's oneDNN "
-        "library, channels-last or in oneDNN's layout, and MindSpore on this CPU, measured once), mindspore (MindSpore's, with cheaper gradients), "
-        "onednn (the library: oneDNN channels-last and sgemm, CPU) or native (plain nn.Conv2d); see fcn8s/kernels",
+        "library, channels-last or in oneDNN's layout, and MindSpore on this CPU, measured once), mindspore "
+        "(MindSpore's, with cheaper gradients), onednn (the library: oneDNN channels-last and sgemm, CPU) or "
+        "native (plain nn.Conv2d); see fcn8s/kernels",
         choices=KERNEL_SETTINGS),
     Key("data.train", "data/voc/mindrecord/train.mindrecord", "training MindRecord file"),
     Key("data.val", "data/voc/mindrecord/val.mindrecord", "validation MindRecord file"),

@@ -12,8 +12,8 @@ MindSpore 2.10's CPU gradient kernels are slow or memory-hungry for some of FCN'
 With ``kernels="onednn"`` the forward and both gradients run in oneDNN's channels-last kernels
 instead (``fcn8s/kernels/onednn_conv.cc``, CPU only): 1.4-2.7x MindSpore's convolution speed at AVX-512,
 and no im2col buffers kept across the step; ``kernels="onednn-any"`` lets oneDNN choose the activations'
-layout inside (its blocked kernels at AVX2, whose weight gradient is 2-3x faster there than NHWC's). With ``kernels="gemm"`` (conv6, conv7) they are matrix products
-on the same library's sgemm.
+layout inside (its blocked kernels at AVX2, whose weight gradient is 2-3x faster there than NHWC's).
+With ``kernels="gemm"`` (conv6, conv7) they are matrix products on the same library's sgemm.
 The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
 interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's. ``make_conv`` is
 the one place a convolution of the network is made, from the name the kernel plan gives its layer
