@@ -20,11 +20,10 @@ from mindspore.ops.operations import _grad_ops
 
 from fcn8s.fileio import atomic_write_text
 from fcn8s.host import host_record
-from fcn8s.kernels import onednn
+from fcn8s.kernels import ONEDNN_LAYOUTS, onednn
 from fcn8s.models.layers import OneDNNConv
 
 SHAPES = [(2, 64, 64, 256), (2, 128, 128, 128), (2, 256, 256, 64), (2, 512, 512, 32)]   # n, c, o, size
-LIBRARY_WAYS = ("onednn", "onednn-any")   # the kernel library's ways to run a 3x3 convolution (kernels.LIBRARY_CHOICES)
 
 
 class _Op(nn.Cell):
@@ -64,13 +63,13 @@ def measure(n, c, o, size):
     weight_grad = _grad_ops.Conv2DBackpropFilter(o, 3, pad_mode="pad", pad=1, pad_list=(1, 1, 1, 1))
     # each called as (x, w), (dout, w), (dout, x) below, so the library's weight_grad gets them swapped
     kernels = {"mindspore": (_Op(conv), _Op(input_grad, (n, c, size, size)), _Op(weight_grad, (o, c, 3, 3)))}
-    for name in LIBRARY_WAYS:
-        ours = OneDNNConv(3, any_layout=name == "onednn-any")
+    for name in ONEDNN_LAYOUTS:
+        ours = OneDNNConv(3, name)
         kernels[name] = (_Op(ours.forward), _Op(ours.input_grad), _SwappedOp(ours.weight_grad))
     gflop = 2 * n * o * c * 9 * size * size / 1e9
     row = {"shape": [n, c, o, size], "gflop": gflop,
-           **{f"{name}_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3, name == "onednn-any")
-                                  for op in onednn.OPS] for name in LIBRARY_WAYS}}
+           **{f"{name}_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3, name) for op in onednn.OPS]
+              for name in ONEDNN_LAYOUTS}}
     for name, (forward, dx, dw) in kernels.items():
         seconds = [_median_seconds(forward, x, w), _median_seconds(dx, dout, w), _median_seconds(dw, dout, x)]
         row[name] = {op: {"s": s, "gflops": gflop / s} for op, s in zip(onednn.OPS, seconds)}
@@ -88,10 +87,10 @@ def main():
     print(f"{'n, c->o, size':<18}{'kernels':<11}" + "".join(f"{op + ' GFLOP/s':>22}" for op in onednn.OPS))
     for r in rows:
         n, c, o, size = r["shape"]
-        for name in ("mindspore", *LIBRARY_WAYS):
+        for name in ("mindspore", *ONEDNN_LAYOUTS):
             print(f"{f'{n}, {c}->{o}, {size}':<18}{name:<11}"
                   + "".join(f"{r[name][op]['gflops']:>22.0f}" for op in onednn.OPS))
-    for name in LIBRARY_WAYS:
+    for name in ONEDNN_LAYOUTS:
         print(f"{name} kernels: " + "; ".join(f"{r['shape']}: {', '.join(r[name + '_kernels'])}" for r in rows))
     if args.output:
         atomic_write_text(args.output, json.dumps({"host": host_record(), "rows": rows}, indent=1) + "\n")

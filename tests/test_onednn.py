@@ -196,9 +196,9 @@ def test_a_library_that_does_not_load_is_unavailable_and_auto_falls_back(tmp_pat
     assert note.startswith("convolutions: MindSpore's (oneDNN custom kernels not used: cannot load")
 
 
-@pytest.mark.parametrize("any_layout", [False, True])
-def test_the_kernels_are_the_fast_ones(onednn_kernels, any_layout):
-    names = [onednn.kernel_name(op, 2, 64, 64, 32, 32, 3, any_layout) for op in onednn.OPS]
+@pytest.mark.parametrize("way", ["onednn", "onednn-any"])
+def test_the_kernels_are_the_fast_ones(onednn_kernels, way):
+    names = [onednn.kernel_name(op, 2, 64, 64, 32, 32, 3, way) for op in onednn.OPS]
     assert re.match(r"(brg|jit)\w*:", names[0]), names     # brgemm or jit, at this CPU's ISA
     assert "ref" not in " ".join(names), names
 

@@ -25,9 +25,12 @@ from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
 SETTINGS = ("auto", "mindspore", "onednn", "native")
 LAYERS = BACKBONE + FC_LAYERS + ("pool",)
+# the kernel library's oneDNN convolutions, by plan name, and the activations' layout inside them: in this
+# order, Layout in onednn_conv.cc (onednn.py maps a name to it)
+ONEDNN_LAYOUTS = {"onednn": "NHWC", "onednn-any": "any layout"}
 # the ways the kernel library can make each convolution layer group; the probe measures each against
 # MINDSPORE_PLAN's, and the first is what model.kernels onednn takes (LIBRARY_PLAN)
-LIBRARY_CHOICES = {**dict.fromkeys(BACKBONE, ("onednn", "onednn-any")), **dict.fromkeys(FC_LAYERS, ("gemm",))}
+LIBRARY_CHOICES = {**dict.fromkeys(BACKBONE, tuple(ONEDNN_LAYOUTS)), **dict.fromkeys(FC_LAYERS, ("gemm",))}
 LIBRARY_PLAN = {layer: choices[0] for layer, choices in LIBRARY_CHOICES.items()}
 
 # MindSpore's kernels with the gradients that measured fastest for each layer (see models/layers.py):
@@ -52,7 +55,7 @@ def plan(setting, library=LIBRARY_PLAN):
 
 def describe(layer_plan):
     """One line: which kernels each convolution layer group and the pooling run, for the log."""
-    names = {"onednn": "oneDNN NHWC", "onednn-any": "oneDNN any layout", "gemm": "oneDNN sgemm"}
+    names = {**{way: f"oneDNN {layout}" for way, layout in ONEDNN_LAYOUTS.items()}, "gemm": "oneDNN sgemm"}
     pool = "fcn8s" if layer_plan["pool"] == "custom" else "MindSpore"
     return ", ".join([f"{layer} {names.get(layer_plan[layer], 'MindSpore')}" for layer in BACKBONE + FC_LAYERS]
                      + [f"max pool {pool}"])
@@ -74,17 +77,17 @@ def choose(setting, width):
             raise FCNError(f"model.kernels onednn: {why}")
         return plan("mindspore"), f"convolutions: MindSpore's (oneDNN custom kernels not used: {why})"
     if setting == "onednn":
-        return plan("onednn"), f"convolutions: oneDNN channels-last kernels ({_kernel_names([False])})"
+        return plan("onednn"), f"convolutions: oneDNN channels-last kernels ({_kernel_names(['onednn'])})"
     from .probe import library_choice
     winners, measured = library_choice(width)
     chosen = plan("onednn", winners)
-    layouts = sorted({impl == "onednn-any" for impl in winners.values() if impl != "gemm"})
-    return chosen, f"convolutions: {describe(chosen)} (oneDNN kernels {_kernel_names(layouts)}; {measured})"
+    ways = [way for way in ONEDNN_LAYOUTS if way in winners.values()]
+    return chosen, f"convolutions: {describe(chosen)} (oneDNN kernels {_kernel_names(ways)}; {measured})"
 
 
-def _kernel_names(any_layouts):
-    """The oneDNN implementations of a 64-channel convolution's forward and gradients, per layout, for the log."""
+def _kernel_names(ways):
+    """The oneDNN implementations of a 64-channel convolution's forward and gradients, per way (ONEDNN_LAYOUTS),
+    for the log."""
     from . import onednn
-    return "; ".join(("any layout: " if any_layout else "NHWC: ")
-                     + ", ".join(dict.fromkeys(onednn.kernel_name(op, 1, 64, 64, 64, 64, 3, any_layout)
-                                               for op in onednn.OPS)) for any_layout in any_layouts) or "none"
+    return "; ".join(f"{ONEDNN_LAYOUTS[way]}: " + ", ".join(dict.fromkeys(
+        onednn.kernel_name(op, 1, 64, 64, 64, 64, 3, way) for op in onednn.OPS)) for way in ways) or "none"

@@ -26,10 +26,12 @@ from pathlib import Path
 from ..fileio import atomic_path, atomic_write_text
 from ..host import cpu_flags
 from ..log import get_logger
+from . import ONEDNN_LAYOUTS
 
 SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
 CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-pthread")
 OPS = ("forward", "input_grad", "weight_grad")
+CONV_SUFFIXES = ("", "_any_layout")   # the entry points' suffix per Layout in onednn_conv.cc
 ISA_AVX2 = 0x7        # dnnl_cpu_isa_avx2 in oneDNN 3.x's dnnl_types.h
 CACHE_FILE_MODE = 0o644   # whatever the umask: build() refuses cached files that others can write
 
@@ -225,12 +227,22 @@ def available():
     return True, ""
 
 
-def kernel_name(op, batch, in_channels, out_channels, height, width, kernel_size, any_layout=False):
+def _layout(way):
+    """The Layout (onednn_conv.cc) of a oneDNN convolution made ``way``, one of kernels.ONEDNN_LAYOUTS."""
+    return list(ONEDNN_LAYOUTS).index(way)
+
+
+def conv_function(op, way):
+    """The library's entry point that runs ``op`` (one of OPS) of a convolution made ``way`` (ONEDNN_LAYOUTS)."""
+    return f"conv2d_{op}{CONV_SUFFIXES[_layout(way)]}"
+
+
+def kernel_name(op, batch, in_channels, out_channels, height, width, kernel_size, way="onednn"):
     """The oneDNN implementation that runs ``op`` (one of OPS) at this shape, e.g. 'brg_conv_fwd:avx512_core',
-    with the activations channels-last inside, or in oneDNN's choice of layout when ``any_layout``."""
+    for a convolution made ``way`` (kernels.ONEDNN_LAYOUTS: channels-last inside, or oneDNN's choice)."""
     lib = _kernels()[1]
     out = ctypes.create_string_buffer(128)
     dims = [ctypes.c_int64(v) for v in (batch, in_channels, out_channels, height, width, kernel_size)]
-    if lib.fcn8s_onednn_impl(OPS.index(op), int(any_layout), *dims, out, len(out)) != 0:
+    if lib.fcn8s_onednn_impl(OPS.index(op), _layout(way), *dims, out, len(out)) != 0:
         raise OneDNNUnavailable(lib.fcn8s_onednn_error().decode())
     return out.value.decode()

@@ -24,11 +24,11 @@ from mindspore import nn, ops
 from mindspore.common.initializer import initializer
 from mindspore.ops.operations import _grad_ops
 
-from ..kernels import onednn
+from ..kernels import ONEDNN_LAYOUTS, onednn
 
 INPUT_GRADS = ("native", "flipped")
 WEIGHT_GRADS = ("native", "matmul")
-KERNELS = ("mindspore", "onednn", "onednn-any", "gemm")
+KERNELS = ("mindspore", *ONEDNN_LAYOUTS, "gemm")
 
 
 class _ConvCustomGrad(nn.Cell):
@@ -81,14 +81,15 @@ def _library_op(function, out_shape):
 
 class OneDNNConv(nn.Cell):
     """Parameter-free conv(x, weight) whose forward and gradients are oneDNN custom ops (fcn8s/kernels/onednn.py),
-    with the activations channels-last inside them, or in the layout oneDNN prefers when ``any_layout``."""
+    made ``way`` (kernels.ONEDNN_LAYOUTS): the activations channels-last inside them, or in the layout oneDNN
+    prefers."""
 
-    def __init__(self, kernel_size, any_layout=False):
+    def __init__(self, kernel_size, way="onednn"):
         super().__init__()
-        suffix = "_any_layout" if any_layout else ""
-        self.forward = _library_op(f"conv2d_forward{suffix}", lambda x, w: (x[0], w[0], x[2], x[3]))
-        self.input_grad = _library_op(f"conv2d_input_grad{suffix}", lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
-        self.weight_grad = _library_op(f"conv2d_weight_grad{suffix}",
+        self.forward = _library_op(onednn.conv_function("forward", way), lambda x, w: (x[0], w[0], x[2], x[3]))
+        self.input_grad = _library_op(onednn.conv_function("input_grad", way),
+                                      lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
+        self.weight_grad = _library_op(onednn.conv_function("weight_grad", way),
                                        lambda x, dout: (dout[1], x[1], kernel_size, kernel_size))
 
     def construct(self, x, weight):
@@ -163,8 +164,8 @@ class FastGradConv2d(nn.Cell):
         self.kernel_size = kernel_size
         shape = (out_channels, in_channels, kernel_size, kernel_size)
         self.weight = ms.Parameter(initializer(weight_init, shape, ms.float32), name="weight")
-        if kernels in ("onednn", "onednn-any"):
-            self.op = OneDNNConv(kernel_size, any_layout=kernels == "onednn-any")
+        if kernels in ONEDNN_LAYOUTS:
+            self.op = OneDNNConv(kernel_size, kernels)
         elif kernels == "gemm":
             self.op = GemmConv(kernel_size, shape)
         else:
