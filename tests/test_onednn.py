@@ -208,13 +208,14 @@ def test_a_shape_oneDNN_refuses_is_named(onednn_kernels):
         onednn.kernel_name("forward", 1, -1, 8, 8, 8, 3)
 
 
-def _forward(lib, x, weight, y):
-    arrays = (x, weight, y)
-    params = (ctypes.c_void_p * 3)(*(a.ctypes.data for a in arrays))
-    shapes = [(ctypes.c_int64 * 4)(*a.shape) for a in arrays]
-    return lib.conv2d_forward(3, params, (ctypes.c_int * 3)(4, 4, 4),
-                              (ctypes.POINTER(ctypes.c_int64) * 3)(*shapes), (ctypes.c_char_p * 3)(*[b"float32"] * 3),
-                              None, None)
+def _library_call(lib, function, *arrays):
+    """Call one of the library's AOT ops on numpy arrays (its inputs, then its output); its return code."""
+    params = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
+    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+    return getattr(lib, function)(len(arrays), params, (ctypes.c_int * len(arrays))(*(a.ndim for a in arrays)),
+                                  (ctypes.POINTER(ctypes.c_int64) * len(arrays))(*shapes),
+                                  (ctypes.c_char_p * len(arrays))(*[str(a.dtype).encode() for a in arrays]),
+                                  None, None)
 
 
 @pytest.mark.parametrize("weight_shape, y_shape", [((4, 3, 3, 3), (1, 4, 5, 5)),    # weight's in channels
@@ -225,21 +226,32 @@ def test_the_kernels_refuse_shapes_that_disagree(onednn_kernels, weight_shape, y
     lib = ctypes.CDLL(onednn.load())
     lib.fcn8s_onednn_error.restype = ctypes.c_char_p
     x = np.ones((1, 8, 5, 5), np.float32)
-    assert _forward(lib, x, np.ones((4, 8, 3, 3), np.float32), np.zeros((1, 4, 5, 5), np.float32)) == 0
+    assert _library_call(lib, "conv2d_forward", x, np.ones((4, 8, 3, 3), np.float32),
+                         np.zeros((1, 4, 5, 5), np.float32)) == 0
     y = np.full(y_shape, 7.0, np.float32)
-    assert _forward(lib, x, np.ones(weight_shape, np.float32), y) == 1
+    assert _library_call(lib, "conv2d_forward", x, np.ones(weight_shape, np.float32), y) == 1
     assert lib.fcn8s_onednn_error().decode().startswith(
         f"shapes disagree: x (1, 8, 5, 5), weight {tuple(weight_shape)}, y {tuple(y_shape)}")
     assert np.all(y == 7.0)
 
 
-def _gemm_forward(lib, weight, cols, y):
-    arrays = (weight, cols, y)
-    params = (ctypes.c_void_p * 3)(*(a.ctypes.data for a in arrays))
-    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
-    return lib.gemm_forward(3, params, (ctypes.c_int * 3)(*(a.ndim for a in arrays)),
-                            (ctypes.POINTER(ctypes.c_int64) * 3)(*shapes), (ctypes.c_char_p * 3)(*[b"float32"] * 3),
-                            None, None)
+@pytest.mark.parametrize("images", [1, 3])   # one image multiplies the tensors in place; more, side by side
+def test_the_gemm_products_match_numpy(onednn_kernels, rng, images):
+    lib = ctypes.CDLL(onednn.load())
+    weight = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    cols = rng.standard_normal((images, 45, 7)).astype(np.float32)
+    dy = rng.standard_normal((images, 6, 7)).astype(np.float32)
+    inputs = [a.copy() for a in (weight, cols, dy)]
+    y, dcols, dweight = np.empty_like(dy), np.empty_like(cols), np.empty_like(weight)
+    assert _library_call(lib, "gemm_forward", weight, cols, y) == 0
+    assert _library_call(lib, "gemm_input_grad", weight, dy, dcols) == 0
+    assert _library_call(lib, "gemm_weight_grad", dy, cols, dweight) == 0
+    matrix = weight.reshape(6, 45).astype(np.float64)
+    np.testing.assert_allclose(y, np.einsum("ok,nkp->nop", matrix, cols), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dcols, np.einsum("ok,nop->nkp", matrix, dy), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dweight.reshape(6, 45), np.einsum("nop,nkp->ok", dy, cols), rtol=1e-5, atol=1e-5)
+    for given, kept in zip((weight, cols, dy), inputs):
+        np.testing.assert_array_equal(given, kept)     # the inputs are read, never written
 
 
 @pytest.mark.parametrize("cols_shape, y_shape", [((2, 7, 5), (2, 4, 5)),    # cols' K is not c k k = 8
@@ -252,10 +264,10 @@ def test_the_gemm_products_refuse_shapes_that_disagree(onednn_kernels, cols_shap
     weight = np.arange(4 * 2 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 2)
     cols = np.ones((2, 8, 5), np.float32)
     y = np.zeros((2, 4, 5), np.float32)
-    assert _gemm_forward(lib, weight, cols, y) == 0
+    assert _library_call(lib, "gemm_forward", weight, cols, y) == 0
     np.testing.assert_array_equal(y[1], weight.reshape(4, 8).sum(axis=1, keepdims=True).repeat(5, axis=1))
     y = np.full(y_shape, 7.0, np.float32)
-    assert _gemm_forward(lib, weight, np.ones(cols_shape, np.float32), y) == 1
+    assert _library_call(lib, "gemm_forward", weight, np.ones(cols_shape, np.float32), y) == 1
     assert lib.fcn8s_onednn_error().decode().startswith("gemm: shapes disagree")
     assert np.all(y == 7.0)
 
@@ -384,12 +396,12 @@ import ctypes, os, signal, sys
 import numpy as np
 from fcn8s.kernels import onednn
 sys.path.insert(0, sys.argv[1])
-from test_onednn import _forward
+from test_onednn import _library_call
 lib = ctypes.CDLL(onednn.load())
 x, weight = np.ones((2, 8, 32, 32), np.float32), np.ones((16, 8, 3, 3), np.float32)
 def conv():
     y = np.zeros((2, 16, 32, 32), np.float32)
-    return _forward(lib, x, weight, y) == 0 and y[0, 0, 16, 16] == 72.0
+    return _library_call(lib, "conv2d_forward", x, weight, y) == 0 and y[0, 0, 16, 16] == 72.0
 assert conv() and onednn.kernel_threads()[0] > 1
 for _ in range(2):
     pid = os.fork()

@@ -442,25 +442,51 @@ bool gemm_shapes(int nparam, int *ndims, int64_t **shapes, const char **dtypes, 
     return true;
 }
 
-// Runs sgemm(i) for i = 0..n-1 under the library's lock; 0, or 1 with the error recorded.
+// Runs fn(p) for p = 0..count-1, split evenly over the pool's threads; the caller holds the library's lock.
 template <typename F>
-int sgemm_each(int64_t n, const F &sgemm) {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (!stream) return fail(last_error), 1;
-    for (int64_t i = 0; i < n; ++i) {
-        dnnl_status_t status = sgemm(i);
-        if (status != kSuccess) return fail("sgemm -> status " + std::to_string(status)), 1;
-    }
-    return 0;
+void parallel_split(int64_t count, const F &fn) {
+    pool.parallel_for(pool.threads, [&](int i, int n) {
+        for (int64_t p = count * i / n; p < count * (i + 1) / n; ++p) fn(p);
+    });
 }
 
 template <typename F>
 void for_planes(int64_t planes, const F &plane_fn) {
     std::lock_guard<std::mutex> lock(mutex);
-    int shares = pool.threads;
-    pool.parallel_for(shares, [&](int i, int n) {
-        for (int64_t p = planes * i / n; p < planes * (i + 1) / n; ++p) plane_fn(p);
+    parallel_split(planes, plane_fn);
+}
+
+// Copies src (a, b, p) to dst (b, a, p): the images' matrices side by side, (n, R, P) -> (R, n P), and back.
+void swap_leading(const float *src, float *dst, int64_t a, int64_t b, int64_t p) {
+    parallel_split(b, [&](int64_t j) {
+        for (int64_t i = 0; i < a; ++i) std::memcpy(dst + (j * a + i) * p, src + (i * b + j) * p, sizeof(float) * p);
     });
+}
+
+// An (n, R, P) tensor as the (R, n P) matrix the gemm_* ops multiply: one sgemm for all the images reads the
+// weight once (conv6's is 400 MB at full width) where one per image reads it n times, and its product has
+// n P columns, not P (16 at the demo's 128²). For one image both are the tensor itself; else a scratch copy.
+struct SideBySide {
+    float *data;
+    const float *tensor;
+    int64_t n, rows, p;
+    SideBySide(const float *tensor, int64_t n, int64_t rows, int64_t p, Slot slot, bool copy_in)
+        : tensor(tensor), n(n), rows(rows), p(p) {
+        data = n == 1 ? const_cast<float *>(tensor)
+                      : static_cast<float *>(buffers[slot].reserve(sizeof(float) * n * rows * p));
+        if (data && copy_in && n > 1) swap_leading(tensor, data, n, rows, p);
+    }
+    void copy_out() { if (n > 1) swap_leading(data, const_cast<float *>(tensor), rows, n, p); }
+};
+
+// Runs sgemm under the library's lock on the gemm_* ops' matrices, written back to `out` after; 0, or 1 with
+// the error recorded.
+template <typename F>
+int sgemm_locked(const F &sgemm, SideBySide *out) {
+    dnnl_status_t status = sgemm();
+    if (status != kSuccess) return fail("sgemm -> status " + std::to_string(status)), 1;
+    if (out) out->copy_out();
+    return 0;
 }
 }  // namespace
 
@@ -602,42 +628,55 @@ int max_pool2x2_grad(int nparam, void **params, int *ndims, int64_t **shapes, co
 
 // Convolutions as matrix products (conv6 and conv7: many channels on a small map), on oneDNN's sgemm at
 // the best ISA: W is the weight (o, c, k, k) read as an (o, K) matrix, K = c k k; cols are the
-// input's k x k patches (n, K, P) (ops.unfold; the input itself for k = 1), P = h w.
+// input's k x k patches (n, K, P) (ops.unfold; the input itself for k = 1), P = h w. Each op is one sgemm
+// over all the images side by side (SideBySide).
 
 // y (n, o, P) = W cols[i] for each image i: params W, cols, y
 int gemm_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
     int64_t o, kk, n, p;
     if (!gemm_shapes(nparam, ndims, shapes, dtypes, 0, 1, 2, &o, &kk, &n, &p)) return 1;
-    const float *w = static_cast<const float *>(params[0]), *cols = static_cast<const float *>(params[1]);
-    float *y = static_cast<float *>(params[2]);
-    return sgemm_each(n, [&](int64_t i) {
-        return api.threadpool_interop_sgemm('N', 'N', o, p, kk, 1.0f, w, kk, cols + i * kk * p, p, 0.0f,
-                                            y + i * o * p, p, &pool);
-    });
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return fail(last_error), 1;
+    const float *w = static_cast<const float *>(params[0]);
+    SideBySide cols(static_cast<const float *>(params[1]), n, kk, p, kSlotSrc, true),
+        y(static_cast<float *>(params[2]), n, o, p, kSlotDst, false);
+    if (!cols.data || !y.data) return fail("gemm: out of memory for a scratch buffer"), 1;
+    return sgemm_locked([&] {
+        return api.threadpool_interop_sgemm('N', 'N', o, n * p, kk, 1.0f, w, kk, cols.data, n * p, 0.0f, y.data,
+                                            n * p, &pool);
+    }, &y);
 }
 
 // dcols (n, K, P) = W^T dy[i] for each image i: params W, dy (n, o, P), dcols
 int gemm_input_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
     int64_t o, kk, n, p;
     if (!gemm_shapes(nparam, ndims, shapes, dtypes, 0, 2, 1, &o, &kk, &n, &p)) return 1;
-    const float *w = static_cast<const float *>(params[0]), *dy = static_cast<const float *>(params[1]);
-    float *dcols = static_cast<float *>(params[2]);
-    return sgemm_each(n, [&](int64_t i) {
-        return api.threadpool_interop_sgemm('T', 'N', kk, p, o, 1.0f, w, kk, dy + i * o * p, p, 0.0f,
-                                            dcols + i * kk * p, p, &pool);
-    });
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return fail(last_error), 1;
+    const float *w = static_cast<const float *>(params[0]);
+    SideBySide dy(static_cast<const float *>(params[1]), n, o, p, kSlotDst, true),
+        dcols(static_cast<float *>(params[2]), n, kk, p, kSlotSrc, false);
+    if (!dy.data || !dcols.data) return fail("gemm: out of memory for a scratch buffer"), 1;
+    return sgemm_locked([&] {
+        return api.threadpool_interop_sgemm('T', 'N', kk, n * p, o, 1.0f, w, kk, dy.data, n * p, 0.0f, dcols.data,
+                                            n * p, &pool);
+    }, &dcols);
 }
 
 // dW (o, K) = sum over images of dy[i] cols[i]^T: params dy (n, o, P), cols (n, K, P), dW (shaped as W)
 int gemm_weight_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
     int64_t o, kk, n, p;
     if (!gemm_shapes(nparam, ndims, shapes, dtypes, 2, 1, 0, &o, &kk, &n, &p)) return 1;
-    const float *dy = static_cast<const float *>(params[0]), *cols = static_cast<const float *>(params[1]);
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return fail(last_error), 1;
     float *dw = static_cast<float *>(params[2]);
-    return sgemm_each(n, [&](int64_t i) {
-        return api.threadpool_interop_sgemm('N', 'T', o, kk, p, 1.0f, dy + i * o * p, p, cols + i * kk * p, p,
-                                            i ? 1.0f : 0.0f, dw, kk, &pool);
-    });
+    SideBySide dy(static_cast<const float *>(params[0]), n, o, p, kSlotDst, true),
+        cols(static_cast<const float *>(params[1]), n, kk, p, kSlotSrc, true);
+    if (!dy.data || !cols.data) return fail("gemm: out of memory for a scratch buffer"), 1;
+    return sgemm_locked([&] {
+        return api.threadpool_interop_sgemm('N', 'T', o, kk, n * p, 1.0f, dy.data, n * p, cols.data, n * p, 0.0f, dw,
+                                            kk, &pool);
+    }, nullptr);
 }
 
 }  // extern "C"
