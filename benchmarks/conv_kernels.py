@@ -68,11 +68,11 @@ def measure(n, c, o, size):
         kernels[name] = (_Op(ours.forward), _Op(ours.input_grad), _SwappedOp(ours.weight_grad))
     gflop = 2 * n * o * c * 9 * size * size / 1e9
     row = {"shape": [n, c, o, size], "gflop": gflop,
-           **{f"{name}_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3, name) for op in onednn.OPS]
+           **{f"{name}_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3, name) for op in onednn.TRAIN_OPS]
               for name in ONEDNN_LAYOUTS}}
     for name, (forward, dx, dw) in kernels.items():
         seconds = [_median_seconds(forward, x, w), _median_seconds(dx, dout, w), _median_seconds(dw, dout, x)]
-        row[name] = {op: {"s": s, "gflops": gflop / s} for op, s in zip(onednn.OPS, seconds)}
+        row[name] = {op: {"s": s, "gflops": gflop / s} for op, s in zip(onednn.TRAIN_OPS, seconds)}
     return row
 
 
@@ -84,12 +84,12 @@ def main():
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
     rows = [measure(*shape) for shape in SHAPES]
-    print(f"{'n, c->o, size':<18}{'kernels':<11}" + "".join(f"{op + ' GFLOP/s':>22}" for op in onednn.OPS))
+    print(f"{'n, c->o, size':<18}{'kernels':<11}" + "".join(f"{op + ' GFLOP/s':>22}" for op in onednn.TRAIN_OPS))
     for r in rows:
         n, c, o, size = r["shape"]
         for name in ("mindspore", *ONEDNN_LAYOUTS):
             print(f"{f'{n}, {c}->{o}, {size}':<18}{name:<11}"
-                  + "".join(f"{r[name][op]['gflops']:>22.0f}" for op in onednn.OPS))
+                  + "".join(f"{r[name][op]['gflops']:>22.0f}" for op in onednn.TRAIN_OPS))
     for name in ONEDNN_LAYOUTS:
         print(f"{name} kernels: " + "; ".join(f"{r['shape']}: {', '.join(r[name + '_kernels'])}" for r in rows))
     if args.output:

@@ -8,6 +8,7 @@ from fcn8s.checkpoint import load_weights, save_checkpoint
 from fcn8s.kernels import LIBRARY_PLAN, plan as kernels_plan
 from fcn8s.models import FCN, bilinear_kernel
 from fcn8s.models.layers import FastGradConv2d, MaxPool
+from fcn8s.models.vgg import conv_bn_relu_block
 from fcn8s.models.tutorial import TutorialFCN8s
 
 
@@ -129,6 +130,32 @@ def test_fast_gradient_convolutions_match_native_conv(mode, channels, kernel, gr
         ms.set_context(mode=ms.PYNATIVE_MODE)
     for got, want in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+@pytest.mark.parametrize("impl", ["onednn", "onednn-any"])
+def test_inference_folds_batchnorm_and_relu_into_the_library_convolutions(mode, impl, rng, randomise_bn_statistics,
+                                                                           onednn_kernels):
+    block = conv_bn_relu_block(6, 10, num_convs=2, impl=impl)
+    randomise_bn_statistics(block)
+    for p in block.get_parameters():   # and a scale and shift, which fresh BatchNorms leave at 1 and 0
+        if p.name.endswith(("gamma", "beta")):
+            p.set_data(ms.Tensor(rng.uniform(-1.5, 1.5, p.shape).astype(np.float32)))
+    block.set_train(False)
+    x = _input(rng, 2, 6, 9, 11)
+    unfolded = x
+    for cell in block.cell_list:   # conv, BN (moving statistics), ReLU as separate ops
+        unfolded = cell(unfolded)
+    ms.set_context(mode=mode)
+    try:
+        assert block.folded
+        folded = block(x).asnumpy()
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    want = unfolded.asnumpy()
+    assert 0.1 < np.mean(want == 0) < 0.9   # the ReLU clips some, and the BN's shift and scale matter
+    np.testing.assert_allclose(folded, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    assert not conv_bn_relu_block(6, 10, impl="flipped").folded   # MindSpore's convolutions keep the three ops
 
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])

@@ -1,5 +1,6 @@
 // Stride-1 'same' convolutions and their two gradients for MindSpore on CPU, as AOT custom ops,
-// run by oneDNN with the activations channels-last (NHWC) or in the layout it prefers (Layout); a 2x2
+// run by oneDNN with the activations channels-last (NHWC) or in the layout it prefers (Layout), and for
+// inference the forward with a bias and a ReLU fused (a BatchNorm folded into weight and bias); a 2x2
 // max pooling whose forward keeps each window's winner, so that its gradient is a single pass (plain
 // C++); and the three matrix products of a convolution computed on its patches (conv6, conv7), on
 // oneDNN's sgemm.
@@ -16,8 +17,9 @@
 // fcn8s_onednn_init(). fcn8s passes a private copy of that file: a separate instance, which the AVX2
 // cap of MindSpore's own instance does not reach, so it runs at the best ISA the CPU has (or at the
 // user's ONEDNN_MAX_CPU_ISA, which oneDNN reads itself). Only the part of oneDNN's v3 C API used
-// here is declared below; the values are those of oneDNN's dnnl_types.h (stable across 3.x). The scratch buffers (NHWC copies, blocked weights, oneDNN scratchpad) are
-// shared by all calls and grow to the largest layer, so they are allocated once per process.
+// here is declared below; the values are those of oneDNN's dnnl_types.h (stable across 3.x). The scratch
+// buffers (NHWC copies, blocked weights, oneDNN scratchpad) are shared by all calls and grow to the largest
+// layer, so they are allocated once per process.
 //
 // MindSpore AOT signature: int f(int nparam, void **params, int *ndims, int64_t **shapes,
 // const char **dtypes, void *stream, void *extra); params holds the inputs, then the output.
@@ -47,12 +49,12 @@ struct exec_arg_t {
     handle_t memory;
 };
 constexpr int kSuccess = 0, kF32 = 3, kEngineCpu = 1, kScratchpadUser = 1;
-constexpr int kTagAny = 1, kTagNCHW = 5, kTagNHWC = 22, kTagOIHW = 5;
-constexpr int kForwardTraining = 64, kConvolutionDirect = 1;
+constexpr int kTagAny = 1, kTagA = 2, kTagNCHW = 5, kTagNHWC = 22, kTagOIHW = 5;
+constexpr int kForwardTraining = 64, kForwardInference = 96, kConvolutionDirect = 1, kEltwiseReLU = 0x20;
 constexpr int kQueryImplInfoStr = 8, kQueryScratchpadMd = 136;
 constexpr int kQuerySrcMd = 129, kQueryDiffSrcMd = 130, kQueryWeightsMd = 131, kQueryDiffWeightsMd = 132,
               kQueryDstMd = 133, kQueryDiffDstMd = 134;
-constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgScratchpad = 80, kArgDiffSrc = 129,
+constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41, kArgScratchpad = 80, kArgDiffSrc = 129,
               kArgDiffDst = 145, kArgDiffWeights = 161;
 
 struct Api {
@@ -66,6 +68,9 @@ struct Api {
     dnnl_status_t (*memory_destroy)(handle_t);
     dnnl_status_t (*primitive_attr_create)(handle_t *);
     dnnl_status_t (*primitive_attr_set_scratchpad_mode)(handle_t, int);
+    dnnl_status_t (*post_ops_create)(handle_t *);
+    dnnl_status_t (*post_ops_append_eltwise)(handle_t, int, float, float);
+    dnnl_status_t (*primitive_attr_set_post_ops)(handle_t, handle_t);
     dnnl_status_t (*convolution_forward_primitive_desc_create)(handle_t *, handle_t, int, int, handle_t, handle_t,
                                                                handle_t, handle_t, const int64_t *,
                                                                const int64_t *, const int64_t *, const int64_t *,
@@ -179,7 +184,8 @@ thread_local bool SleepingPool::in_region = false;
 
 // ---- state ----
 Api api;
-handle_t engine = nullptr, stream = nullptr, scratchpad_attr = nullptr;
+// scratchpad_attr: the scratchpad is ours (buffers below); relu_attr: the same, and a ReLU after the convolution
+handle_t engine = nullptr, stream = nullptr, scratchpad_attr = nullptr, relu_attr = nullptr;
 SleepingPool pool;
 std::mutex mutex;
 std::string last_error = "fcn8s_onednn_init was not called";
@@ -211,10 +217,11 @@ struct Buffer {
         return data;
     }
 };
-enum Slot { kSlotSrc, kSlotWeights, kSlotDst, kSlotScratchpad, kNumSlots };
+enum Slot { kSlotSrc, kSlotWeights, kSlotBias, kSlotDst, kSlotScratchpad, kNumSlots };
 Buffer buffers[kNumSlots];
 
-enum Op { kForward, kBackwardData, kBackwardWeights };
+// kForwardBiasReLU: inference only, relu(conv(x, weight) + bias), a BatchNorm folded into weight and bias
+enum Op { kForward, kBackwardData, kBackwardWeights, kForwardBiasReLU };
 // The activations' layout inside the primitive: channels-last, or the one oneDNN prefers for the shape and
 // ISA (format tag any: on AVX2 its blocked nChw8c, whose weight gradient runs 2-3x faster there than the
 // NHWC one; at AVX-512 its NHWC brgemm kernels). Which is faster is measured per host (probe.py).
@@ -235,7 +242,8 @@ struct Plan {
     handle_t primitive = nullptr;
     handle_t scratchpad_md = nullptr;
     size_t scratchpad_size = 0;
-    Arg args[3];
+    Arg args[4];   // the inputs, then the output
+    int nargs = 3;
     std::string impl;
 };
 std::map<std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, Plan> plans;
@@ -246,12 +254,13 @@ bool make_md(handle_t *md, int64_t a, int64_t b, int64_t c, int64_t d, int tag) 
     return true;
 }
 
-bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, bool is_output, Slot slot) {
+bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, bool is_output, Slot slot,
+              int index = 0) {
     arg->dnnl_arg = dnnl_arg;
     arg->is_output = is_output;
     arg->user_md = user_md;
     arg->slot = slot;
-    arg->primitive_md = api.primitive_desc_query_md(pd, query, 0);
+    arg->primitive_md = api.primitive_desc_query_md(pd, query, index);
     if (api.memory_desc_equal(user_md, arg->primitive_md)) return true;
     handle_t reorder_pd;
     handle_t from = is_output ? arg->primitive_md : user_md, to = is_output ? user_md : arg->primitive_md;
@@ -261,19 +270,33 @@ bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, 
 }
 
 // Builds the primitive for (op, layout, n, c, o, h, w, k): x is (n, c, h, w), weight (o, c, k, k),
-// y (n, o, h, w); x_inner and y_inner are the activations' layout inside the primitive.
+// y (n, o, h, w), the bias (o); x_inner and y_inner are the activations' layout inside the primitive.
 bool make_plan(Plan *plan, int op, int layout, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
-    handle_t x_user, y_user, w_user, x_inner, y_inner, w_any;
+    handle_t x_user, y_user, w_user, x_inner, y_inner, w_any, bias;
     const int inner_tag = layout == kChannelsLast ? kTagNHWC : kTagAny;
+    const int64_t bias_dims[1] = {o};
     if (!make_md(&x_user, n, c, h, w, kTagNCHW) || !make_md(&y_user, n, o, h, w, kTagNCHW) ||
         !make_md(&w_user, o, c, k, k, kTagOIHW) || !make_md(&x_inner, n, c, h, w, inner_tag) ||
         !make_md(&y_inner, n, o, h, w, inner_tag) || !make_md(&w_any, o, c, k, k, kTagAny))
         return false;
+    CHECK(api.memory_desc_create_with_tag(&bias, 1, bias_dims, kF32, kTagA));
     const int64_t strides[2] = {1, 1}, dilates[2] = {0, 0}, pad[2] = {k / 2, k / 2};
     handle_t forward_pd, pd;
-    CHECK(api.convolution_forward_primitive_desc_create(&forward_pd, engine, kForwardTraining, kConvolutionDirect,
-                                                        x_inner, w_any, nullptr, y_inner, strides, dilates, pad, pad,
-                                                        scratchpad_attr));
+    if (op == kForwardBiasReLU) {
+        CHECK(api.convolution_forward_primitive_desc_create(&pd, engine, kForwardInference, kConvolutionDirect, x_inner,
+                                                            w_any, bias, y_inner, strides, dilates, pad, pad,
+                                                            relu_attr));
+        plan->nargs = 4;
+        if (!make_arg(&plan->args[0], pd, kArgSrc, kQuerySrcMd, x_user, false, kSlotSrc) ||
+            !make_arg(&plan->args[1], pd, kArgWeights, kQueryWeightsMd, w_user, false, kSlotWeights) ||
+            !make_arg(&plan->args[2], pd, kArgBias, kQueryWeightsMd, bias, false, kSlotBias, 1) ||
+            !make_arg(&plan->args[3], pd, kArgDst, kQueryDstMd, y_user, true, kSlotDst))
+            return false;
+    } else {
+        CHECK(api.convolution_forward_primitive_desc_create(&forward_pd, engine, kForwardTraining, kConvolutionDirect,
+                                                            x_inner, w_any, nullptr, y_inner, strides, dilates, pad,
+                                                            pad, scratchpad_attr));
+    }
     if (op == kForward) {
         pd = forward_pd;
         if (!make_arg(&plan->args[0], pd, kArgSrc, kQuerySrcMd, x_user, false, kSlotSrc) ||
@@ -288,7 +311,7 @@ bool make_plan(Plan *plan, int op, int layout, int64_t n, int64_t c, int64_t o, 
             !make_arg(&plan->args[1], pd, kArgWeights, kQueryWeightsMd, w_user, false, kSlotWeights) ||
             !make_arg(&plan->args[2], pd, kArgDiffSrc, kQueryDiffSrcMd, x_user, true, kSlotSrc))
             return false;
-    } else {
+    } else if (op == kBackwardWeights) {
         CHECK(api.convolution_backward_weights_primitive_desc_create(&pd, engine, kConvolutionDirect, x_inner, w_any,
                                                                      nullptr, y_inner, strides, dilates, pad, pad,
                                                                      forward_pd, scratchpad_attr));
@@ -326,8 +349,8 @@ bool run_reorder(handle_t reorder, handle_t from, handle_t to) {
     return true;
 }
 
-// Runs plan on MindSpore's NCHW/OIHW tensors data[0..2] (two inputs, then the output).
-bool execute(Plan *plan, void *const data[3]) {
+// Runs plan on MindSpore's NCHW/OIHW tensors data[0..nargs-1] (the inputs, then the output).
+bool execute(Plan *plan, void *const data[]) {
     std::vector<handle_t> owned;  // memory objects are cheap wrappers, made per call
     auto wrap = [&](handle_t md, void *ptr, handle_t *mem) {
         if (!ptr) return fail("out of memory for a scratch buffer");
@@ -335,20 +358,22 @@ bool execute(Plan *plan, void *const data[3]) {
         owned.push_back(*mem);
         return true;
     };
-    exec_arg_t args[4];
-    handle_t user[3], inner[3];
+    exec_arg_t args[5];
+    handle_t user[4], inner[4];
     bool ok = true;
-    for (int i = 0; i < 3 && ok; ++i) {
+    const int out = plan->nargs - 1;
+    for (int i = 0; i < plan->nargs && ok; ++i) {
         const Arg &arg = plan->args[i];
         ok = wrap(arg.user_md, data[i], &user[i]);
         inner[i] = user[i];
         if (ok && arg.reorder) {
             void *buffer = buffers[arg.slot].reserve(api.memory_desc_get_size(arg.primitive_md));
-            ok = wrap(arg.primitive_md, buffer, &inner[i]) && (arg.is_output || run_reorder(arg.reorder, user[i], inner[i]));
+            ok = wrap(arg.primitive_md, buffer, &inner[i]) &&
+                 (arg.is_output || run_reorder(arg.reorder, user[i], inner[i]));
         }
         args[i] = {arg.dnnl_arg, inner[i]};
     }
-    int nargs = 3;
+    int nargs = plan->nargs;
     if (ok && plan->scratchpad_size) {
         handle_t scratchpad;
         ok = wrap(plan->scratchpad_md, buffers[kSlotScratchpad].reserve(plan->scratchpad_size), &scratchpad);
@@ -358,8 +383,7 @@ bool execute(Plan *plan, void *const data[3]) {
         dnnl_status_t status = api.primitive_execute(plan->primitive, stream, nargs, args);
         ok = status == kSuccess || fail("convolution -> status " + std::to_string(status));
     }
-    const Arg &out = plan->args[2];
-    if (ok && out.reorder) ok = run_reorder(out.reorder, inner[2], user[2]);
+    if (ok && plan->args[out].reorder) ok = run_reorder(plan->args[out].reorder, inner[out], user[out]);
     if (ok) ok = api.stream_wait(stream) == kSuccess || fail("stream wait failed");
     for (handle_t mem : owned) api.memory_destroy(mem);
     return ok;
@@ -371,30 +395,33 @@ bool load(void *lib, const char *name, F *fn) {
     return *fn || fail(std::string("symbol ") + name + " not found in oneDNN");
 }
 
-// shapes[0] is x or dout, shapes[1] the weight or dout, shapes[2] the output; see the entry points.
+// shapes[0] is x or dout, shapes[1] the weight or dout, then the bias (kForwardBiasReLU), then the output; see
+// the entry points.
 int run(int op, int layout, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
     std::lock_guard<std::mutex> lock(mutex);
     if (!stream) return fail(last_error), 1;
-    if (nparam != 3) return fail("expected 2 inputs and 1 output"), 1;
-    for (int i = 0; i < 3; ++i) {
-        if (ndims[i] != 4) return fail("expected 4-D tensors"), 1;
+    const bool with_bias = op == kForwardBiasReLU;
+    if (nparam != (with_bias ? 4 : 3))
+        return fail(with_bias ? "expected 3 inputs and 1 output" : "expected 2 inputs and 1 output"), 1;
+    for (int i = 0; i < nparam; ++i) {
+        if (ndims[i] != (with_bias && i == 2 ? 1 : 4)) return fail("expected 4-D tensors (and a 1-D bias)"), 1;
         if (std::strcmp(dtypes[i], "float32") != 0) return fail(std::string("float32 only, got ") + dtypes[i]), 1;
     }
-    // x (n, c, h, w), weight (o, c, k, k) and y (n, o, h, w), whichever of the three params holds them.
+    // x (n, c, h, w), weight (o, c, k, k) and y (n, o, h, w), whichever of the params holds them.
     // Nothing upstream checks that they agree (the op's out_shape function only derives the output's), and
     // a mismatch, such as an input with other channels than the weight, would read or write past a buffer.
     const int64_t *x = shapes[op == kBackwardData ? 2 : 0];
     const int64_t *weight = shapes[op == kBackwardWeights ? 2 : 1];
-    const int64_t *y = shapes[op == kForward ? 2 : op == kBackwardData ? 0 : 1];
+    const int64_t *y = shapes[op == kForward ? 2 : op == kBackwardData ? 0 : op == kBackwardWeights ? 1 : 3];
     bool agree = x[0] == y[0] && x[1] == weight[1] && weight[0] == y[1] && x[2] == y[2] && x[3] == y[3] &&
-                 weight[2] == weight[3] && weight[2] % 2 == 1;
+                 weight[2] == weight[3] && weight[2] % 2 == 1 && (!with_bias || shapes[2][0] == weight[0]);
     if (!agree) {
         auto dims = [](const int64_t *s) {
             return "(" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) + ", " +
                    std::to_string(s[3]) + ")";
         };
         return fail("shapes disagree: x " + dims(x) + ", weight " + dims(weight) + ", y " + dims(y) +
-                    " (expected x (n, c, h, w), weight (o, c, k, k) with k odd, y (n, o, h, w))"), 1;
+                    " (expected x (n, c, h, w), weight (o, c, k, k) with k odd, y (n, o, h, w), bias (o))"), 1;
     }
     Plan *plan = find_plan(op, layout, x[0], x[1], weight[0], x[2], x[3], weight[2]);
     return plan && execute(plan, params) ? 0 : 1;
@@ -510,6 +537,9 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
               load(lib, "dnnl_memory_destroy", &api.memory_destroy) &&
               load(lib, "dnnl_primitive_attr_create", &api.primitive_attr_create) &&
               load(lib, "dnnl_primitive_attr_set_scratchpad_mode", &api.primitive_attr_set_scratchpad_mode) &&
+              load(lib, "dnnl_post_ops_create", &api.post_ops_create) &&
+              load(lib, "dnnl_post_ops_append_eltwise", &api.post_ops_append_eltwise) &&
+              load(lib, "dnnl_primitive_attr_set_post_ops", &api.primitive_attr_set_post_ops) &&
               load(lib, "dnnl_convolution_forward_primitive_desc_create",
                    &api.convolution_forward_primitive_desc_create) &&
               load(lib, "dnnl_convolution_backward_data_primitive_desc_create",
@@ -527,8 +557,14 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
     pool.threads = threads;
     handle_t new_engine;
     if (api.engine_create(&new_engine, kEngineCpu, 0) != kSuccess) return fail("cannot create a CPU engine"), 1;
+    handle_t relu;
     if (api.primitive_attr_create(&scratchpad_attr) != kSuccess ||
-        api.primitive_attr_set_scratchpad_mode(scratchpad_attr, kScratchpadUser) != kSuccess)
+        api.primitive_attr_set_scratchpad_mode(scratchpad_attr, kScratchpadUser) != kSuccess ||
+        api.primitive_attr_create(&relu_attr) != kSuccess ||
+        api.primitive_attr_set_scratchpad_mode(relu_attr, kScratchpadUser) != kSuccess ||
+        api.post_ops_create(&relu) != kSuccess ||
+        api.post_ops_append_eltwise(relu, kEltwiseReLU, 0.0f, 0.0f) != kSuccess ||
+        api.primitive_attr_set_post_ops(relu_attr, relu) != kSuccess)
         return fail("cannot create primitive attributes"), 1;
     handle_t new_stream;
     if (api.threadpool_interop_stream_create(&new_stream, new_engine, &pool) != kSuccess)
@@ -540,8 +576,8 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
 
 const char *fcn8s_onednn_error() { return last_error.c_str(); }
 
-// Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad) with the
-// activations in layout (0 channels-last, 1 oneDNN's choice) at this shape into out (e.g.
+// Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad, 3 forward + bias +
+// ReLU) with the activations in layout (0 channels-last, 1 oneDNN's choice) at this shape into out (e.g.
 // "brg_conv_fwd:avx512_core"). Returns 0, or 1 if no plan could be made.
 int fcn8s_onednn_impl(int op, int layout, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k, char *out,
                       int size) {
@@ -566,6 +602,9 @@ FCN8S_CONV_ENTRY(conv2d_weight_grad, kBackwardWeights, kChannelsLast)
 FCN8S_CONV_ENTRY(conv2d_forward_any_layout, kForward, kOneDNNChoice)
 FCN8S_CONV_ENTRY(conv2d_input_grad_any_layout, kBackwardData, kOneDNNChoice)
 FCN8S_CONV_ENTRY(conv2d_weight_grad_any_layout, kBackwardWeights, kOneDNNChoice)
+// inference: relu(conv(x, weight) + bias), params x, weight, bias (o), y
+FCN8S_CONV_ENTRY(conv2d_forward_bias_relu, kForwardBiasReLU, kChannelsLast)
+FCN8S_CONV_ENTRY(conv2d_forward_bias_relu_any_layout, kForwardBiasReLU, kOneDNNChoice)
 
 // params x (n, c, h, w), y (n, c, h/2, w/2) float32, winner (n, c, h/2, w/2) uint8
 int max_pool2x2_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,

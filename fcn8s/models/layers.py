@@ -76,7 +76,8 @@ class _ConvCustomGrad(nn.Cell):
 def _library_op(function, out_shape):
     """A float32 op of the kernel library (fcn8s/kernels/onednn_conv.cc, CPU only) whose one output has the
     first input's dtype and the shape ``out_shape`` gives."""
-    return ops.Custom(f"{onednn.load()}:{function}", out_shape=out_shape, out_dtype=lambda a, b: a, func_type="aot")
+    return ops.Custom(f"{onednn.load()}:{function}", out_shape=out_shape, out_dtype=lambda first, *rest: first,
+                      func_type="aot")
 
 
 class OneDNNConv(nn.Cell):
@@ -91,6 +92,8 @@ class OneDNNConv(nn.Cell):
                                       lambda dout, w: (dout[0], w[1], dout[2], dout[3]))
         self.weight_grad = _library_op(onednn.conv_function("weight_grad", way),
                                        lambda x, dout: (dout[1], x[1], kernel_size, kernel_size))
+        self.forward_bias_relu = _library_op(onednn.conv_function("forward_bias_relu", way),
+                                             lambda x, w, bias: (x[0], w[0], x[2], x[3]))
 
     def construct(self, x, weight):
         return self.forward(x, weight)
@@ -176,6 +179,18 @@ class FastGradConv2d(nn.Cell):
         # Parameter itself loads it twice, and graph mode then copies each load (TensorMove):
         # 2 x 400 MB for the full conv6, and 0.1 s a step.
         return self.op(x, self.weight.value())
+
+    def bn_relu_folded(self, x, bn):
+        """relu(bn(self(x))) for inference (``bn`` with its moving statistics) as one of the library's oneDNN
+        convolutions: the BatchNorm folded into the weight and a bias, the ReLU fused (``folds_bn_relu``)."""
+        scale = bn.gamma / ops.sqrt(bn.moving_variance + bn.eps)
+        weight = self.weight.value() * scale.reshape(-1, 1, 1, 1)
+        return self.op.forward_bias_relu(x, weight, bn.beta - bn.moving_mean * scale)
+
+    @property
+    def folds_bn_relu(self):
+        """Whether ``bn_relu_folded`` can run: the convolution is one of the library's oneDNN ones."""
+        return isinstance(self.op, OneDNNConv)
 
 
 class MaxPool2x2(nn.Cell):
