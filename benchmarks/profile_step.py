@@ -7,6 +7,7 @@ ops apart and fcn8s's oneDNN custom ops as "Custom":
 import argparse
 import csv
 import json
+import re
 from pathlib import Path
 
 import mindspore as ms
@@ -17,6 +18,7 @@ from fcn8s.fileio import atomic_write_text
 from fcn8s.host import host_record
 
 STEPS = 2
+CONV6 = re.compile(r"/conv6-\w+/0-")   # conv6's convolution (cell 0 of its block), not its BatchNorm
 
 
 def main():
@@ -39,7 +41,7 @@ def main():
     details = max(Path(args.out).glob("*/FRAMEWORK/cpu_op_detail_info_0.csv"), key=lambda p: p.stat().st_mtime)
     per_op = {}
     for row in csv.DictReader(details.open()):
-        group = f"conv6 {row['op_type']}" if "/conv6-SequentialCell/0-" in row["full_op_name"] else row["op_type"]
+        group = f"conv6 {row['op_type']}" if CONV6.search(row["full_op_name"]) else row["op_type"]
         per_op[group] = per_op.get(group, 0.0) + float(row["op_total_time(ms)"]) / STEPS
     print(f"{'op (per step)':<32}{'ms':>8}")
     for group, ms_per_step in sorted(per_op.items(), key=lambda item: -item[1]):
