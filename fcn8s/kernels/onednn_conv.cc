@@ -515,6 +515,26 @@ int sgemm_locked(const F &sgemm, SideBySide *out) {
     if (out) out->copy_out();
     return 0;
 }
+
+// The weight W (o, K) times each image's operand, one sgemm for all the images (gemm_forward: W cols[i],
+// (n, K, P) -> (n, o, P)), or its transpose when `transposed` (gemm_input_grad: W^T dy[i], (n, o, P) ->
+// (n, K, P)): params W, the operand, the product.
+int weight_times(bool transposed, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+    int64_t o, kk, n, p;
+    if (!gemm_shapes(nparam, ndims, shapes, dtypes, 0, transposed ? 2 : 1, transposed ? 1 : 2, &o, &kk, &n, &p))
+        return 1;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!stream) return fail(last_error), 1;
+    const int64_t rows_in = transposed ? o : kk, rows_out = transposed ? kk : o;
+    const float *w = static_cast<const float *>(params[0]);
+    SideBySide in(static_cast<const float *>(params[1]), n, rows_in, p, kSlotSrc, true),
+        out(static_cast<float *>(params[2]), n, rows_out, p, kSlotDst, false);
+    if (!in.data || !out.data) return fail("gemm: out of memory for a scratch buffer"), 1;
+    return sgemm_locked([&] {
+        return api.threadpool_interop_sgemm(transposed ? 'T' : 'N', 'N', rows_out, n * p, rows_in, 1.0f, w, kk, in.data,
+                                            n * p, 0.0f, out.data, n * p, &pool);
+    }, &out);
+}
 }  // namespace
 
 extern "C" {
@@ -672,34 +692,12 @@ int max_pool2x2_grad(int nparam, void **params, int *ndims, int64_t **shapes, co
 
 // y (n, o, P) = W cols[i] for each image i: params W, cols, y
 int gemm_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
-    int64_t o, kk, n, p;
-    if (!gemm_shapes(nparam, ndims, shapes, dtypes, 0, 1, 2, &o, &kk, &n, &p)) return 1;
-    std::lock_guard<std::mutex> lock(mutex);
-    if (!stream) return fail(last_error), 1;
-    const float *w = static_cast<const float *>(params[0]);
-    SideBySide cols(static_cast<const float *>(params[1]), n, kk, p, kSlotSrc, true),
-        y(static_cast<float *>(params[2]), n, o, p, kSlotDst, false);
-    if (!cols.data || !y.data) return fail("gemm: out of memory for a scratch buffer"), 1;
-    return sgemm_locked([&] {
-        return api.threadpool_interop_sgemm('N', 'N', o, n * p, kk, 1.0f, w, kk, cols.data, n * p, 0.0f, y.data,
-                                            n * p, &pool);
-    }, &y);
+    return weight_times(false, nparam, params, ndims, shapes, dtypes);
 }
 
 // dcols (n, K, P) = W^T dy[i] for each image i: params W, dy (n, o, P), dcols
 int gemm_input_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) {
-    int64_t o, kk, n, p;
-    if (!gemm_shapes(nparam, ndims, shapes, dtypes, 0, 2, 1, &o, &kk, &n, &p)) return 1;
-    std::lock_guard<std::mutex> lock(mutex);
-    if (!stream) return fail(last_error), 1;
-    const float *w = static_cast<const float *>(params[0]);
-    SideBySide dy(static_cast<const float *>(params[1]), n, o, p, kSlotDst, true),
-        dcols(static_cast<float *>(params[2]), n, kk, p, kSlotSrc, false);
-    if (!dy.data || !dcols.data) return fail("gemm: out of memory for a scratch buffer"), 1;
-    return sgemm_locked([&] {
-        return api.threadpool_interop_sgemm('T', 'N', kk, n * p, o, 1.0f, w, kk, dy.data, n * p, 0.0f, dcols.data,
-                                            n * p, &pool);
-    }, &dcols);
+    return weight_times(true, nparam, params, ndims, shapes, dtypes);
 }
 
 // dW (o, K) = sum over images of dy[i] cols[i]^T: params dy (n, o, P), cols (n, K, P), dW (shaped as W)
