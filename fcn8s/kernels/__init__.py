@@ -19,7 +19,8 @@ A plan maps each convolution layer conv1..conv7 to how ``models.layers.make_conv
 ``onednn`` or ``onednn-any`` (conv1-conv5: channels-last, or oneDNN's choice of layout) or ``gemm``
 (conv6, conv7: the library's sgemm); and ``pool`` to how ``models.layers.MaxPool`` makes the max pooling:
 ``native`` or ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the
-library: it is used wherever that library loads). ``choose`` is the one place a setting becomes a plan. Importing this package loads neither MindSpore nor the kernels.
+library: it is used wherever that library loads). ``choose`` is the one place a setting becomes a plan.
+Importing this package loads neither MindSpore nor the kernels.
 """
 from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
