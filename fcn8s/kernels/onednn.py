@@ -31,7 +31,7 @@ from . import ONEDNN_LAYOUTS
 SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
 CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-pthread")
 TRAIN_OPS = ("forward", "input_grad", "weight_grad")
-OPS = (*TRAIN_OPS, "forward_bias_relu")   # Op in onednn_conv.cc; the last is inference's, a BatchNorm folded in
+OPS = (*TRAIN_OPS, "forward_bn_relu")   # Op in onednn_conv.cc; the last is inference's, BatchNorm and ReLU fused
 CONV_SUFFIXES = ("", "_any_layout")   # the entry points' suffix per Layout in onednn_conv.cc
 ISA_AVX2 = 0x7        # dnnl_cpu_isa_avx2 in oneDNN 3.x's dnnl_types.h
 CACHE_FILE_MODE = 0o644   # whatever the umask: build() refuses cached files that others can write

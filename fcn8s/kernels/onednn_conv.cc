@@ -1,6 +1,6 @@
 // Stride-1 'same' convolutions and their two gradients for MindSpore on CPU, as AOT custom ops,
 // run by oneDNN with the activations channels-last (NHWC) or in the layout it prefers (Layout), and for
-// inference the forward with a bias and a ReLU fused (a BatchNorm folded into weight and bias); a 2x2
+// inference the forward with a BatchNorm's scale and shift and a ReLU fused; a 2x2
 // max pooling whose forward keeps each window's winner, so that its gradient is a single pass (plain
 // C++); and the three matrix products of a convolution computed on its patches (conv6, conv7), on
 // oneDNN's sgemm.
@@ -49,13 +49,16 @@ struct exec_arg_t {
     handle_t memory;
 };
 constexpr int kSuccess = 0, kF32 = 3, kEngineCpu = 1, kScratchpadUser = 1;
-constexpr int kTagAny = 1, kTagA = 2, kTagNCHW = 5, kTagNHWC = 22, kTagOIHW = 5;
-constexpr int kForwardTraining = 64, kForwardInference = 96, kConvolutionDirect = 1, kEltwiseReLU = 0x20;
+constexpr int kTagAny = 1, kTagNCHW = 5, kTagNHWC = 22, kTagOIHW = 5;
+constexpr int kForwardTraining = 64, kForwardInference = 96, kConvolutionDirect = 1, kEltwiseReLU = 0x20,
+              kBinaryAdd = 0x1fff0, kBinaryMul = 0x1fff1;
 constexpr int kQueryImplInfoStr = 8, kQueryScratchpadMd = 136;
 constexpr int kQuerySrcMd = 129, kQueryDiffSrcMd = 130, kQueryWeightsMd = 131, kQueryDiffWeightsMd = 132,
               kQueryDstMd = 133, kQueryDiffDstMd = 134;
-constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgBias = 41, kArgScratchpad = 80, kArgDiffSrc = 129,
+constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgScratchpad = 80, kArgDiffSrc = 129,
               kArgDiffDst = 145, kArgDiffWeights = 161;
+// the per-channel operand of binary post-op i: DNNL_ARG_ATTR_MULTIPLE_POST_OP(i) | DNNL_ARG_SRC_1
+constexpr int post_op_arg(int i) { return 32768 * (i + 1) | 2; }
 
 struct Api {
     dnnl_status_t (*engine_create)(handle_t *, int, size_t);
@@ -70,6 +73,7 @@ struct Api {
     dnnl_status_t (*primitive_attr_set_scratchpad_mode)(handle_t, int);
     dnnl_status_t (*post_ops_create)(handle_t *);
     dnnl_status_t (*post_ops_append_eltwise)(handle_t, int, float, float);
+    dnnl_status_t (*post_ops_append_binary)(handle_t, int, handle_t);
     dnnl_status_t (*primitive_attr_set_post_ops)(handle_t, handle_t);
     dnnl_status_t (*convolution_forward_primitive_desc_create)(handle_t *, handle_t, int, int, handle_t, handle_t,
                                                                handle_t, handle_t, const int64_t *,
@@ -184,8 +188,8 @@ thread_local bool SleepingPool::in_region = false;
 
 // ---- state ----
 Api api;
-// scratchpad_attr: the scratchpad is ours (buffers below); relu_attr: the same, and a ReLU after the convolution
-handle_t engine = nullptr, stream = nullptr, scratchpad_attr = nullptr, relu_attr = nullptr;
+// scratchpad_attr: the scratchpad is ours (buffers below)
+handle_t engine = nullptr, stream = nullptr, scratchpad_attr = nullptr;
 SleepingPool pool;
 std::mutex mutex;
 std::string last_error = "fcn8s_onednn_init was not called";
@@ -217,11 +221,12 @@ struct Buffer {
         return data;
     }
 };
-enum Slot { kSlotSrc, kSlotWeights, kSlotBias, kSlotDst, kSlotScratchpad, kNumSlots };
+enum Slot { kSlotSrc, kSlotWeights, kSlotDst, kSlotScratchpad, kNumSlots };
 Buffer buffers[kNumSlots];
 
-// kForwardBiasReLU: inference only, relu(conv(x, weight) + bias), a BatchNorm folded into weight and bias
-enum Op { kForward, kBackwardData, kBackwardWeights, kForwardBiasReLU };
+// kForwardBNReLU: inference only, relu(conv(x, weight) * scale + shift) per output channel: a BatchNorm's
+// moving statistics as scale and shift, applied with the ReLU as oneDNN post-ops on the way out
+enum Op { kForward, kBackwardData, kBackwardWeights, kForwardBNReLU };
 // The activations' layout inside the primitive: channels-last, or the one oneDNN prefers for the shape and
 // ISA (format tag any: on AVX2 its blocked nChw8c, whose weight gradient runs 2-3x faster there than the
 // NHWC one; at AVX-512 its NHWC brgemm kernels). Which is faster is measured per host (probe.py).
@@ -242,7 +247,7 @@ struct Plan {
     handle_t primitive = nullptr;
     handle_t scratchpad_md = nullptr;
     size_t scratchpad_size = 0;
-    Arg args[4];   // the inputs, then the output
+    Arg args[5];   // the inputs, then the output
     int nargs = 3;
     std::string impl;
 };
@@ -254,13 +259,12 @@ bool make_md(handle_t *md, int64_t a, int64_t b, int64_t c, int64_t d, int tag) 
     return true;
 }
 
-bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, bool is_output, Slot slot,
-              int index = 0) {
+bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, bool is_output, Slot slot) {
     arg->dnnl_arg = dnnl_arg;
     arg->is_output = is_output;
     arg->user_md = user_md;
     arg->slot = slot;
-    arg->primitive_md = api.primitive_desc_query_md(pd, query, index);
+    arg->primitive_md = api.primitive_desc_query_md(pd, query, 0);
     if (api.memory_desc_equal(user_md, arg->primitive_md)) return true;
     handle_t reorder_pd;
     handle_t from = is_output ? arg->primitive_md : user_md, to = is_output ? user_md : arg->primitive_md;
@@ -270,28 +274,35 @@ bool make_arg(Arg *arg, handle_t pd, int dnnl_arg, int query, handle_t user_md, 
 }
 
 // Builds the primitive for (op, layout, n, c, o, h, w, k): x is (n, c, h, w), weight (o, c, k, k),
-// y (n, o, h, w), the bias (o); x_inner and y_inner are the activations' layout inside the primitive.
+// y (n, o, h, w), scale and shift (o); x_inner and y_inner are the activations' layout inside the primitive.
 bool make_plan(Plan *plan, int op, int layout, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k) {
-    handle_t x_user, y_user, w_user, x_inner, y_inner, w_any, bias;
+    handle_t x_user, y_user, w_user, x_inner, y_inner, w_any, per_channel;
     const int inner_tag = layout == kChannelsLast ? kTagNHWC : kTagAny;
-    const int64_t bias_dims[1] = {o};
     if (!make_md(&x_user, n, c, h, w, kTagNCHW) || !make_md(&y_user, n, o, h, w, kTagNCHW) ||
         !make_md(&w_user, o, c, k, k, kTagOIHW) || !make_md(&x_inner, n, c, h, w, inner_tag) ||
-        !make_md(&y_inner, n, o, h, w, inner_tag) || !make_md(&w_any, o, c, k, k, kTagAny))
+        !make_md(&y_inner, n, o, h, w, inner_tag) || !make_md(&w_any, o, c, k, k, kTagAny) ||
+        !make_md(&per_channel, 1, o, 1, 1, kTagNCHW))
         return false;
-    CHECK(api.memory_desc_create_with_tag(&bias, 1, bias_dims, kF32, kTagA));
     const int64_t strides[2] = {1, 1}, dilates[2] = {0, 0}, pad[2] = {k / 2, k / 2};
     handle_t forward_pd, pd;
-    if (op == kForwardBiasReLU) {
+    if (op == kForwardBNReLU) {
+        handle_t attr, post_ops;
+        CHECK(api.primitive_attr_create(&attr));
+        CHECK(api.primitive_attr_set_scratchpad_mode(attr, kScratchpadUser));
+        CHECK(api.post_ops_create(&post_ops));
+        CHECK(api.post_ops_append_binary(post_ops, kBinaryMul, per_channel));
+        CHECK(api.post_ops_append_binary(post_ops, kBinaryAdd, per_channel));
+        CHECK(api.post_ops_append_eltwise(post_ops, kEltwiseReLU, 0.0f, 0.0f));
+        CHECK(api.primitive_attr_set_post_ops(attr, post_ops));
         CHECK(api.convolution_forward_primitive_desc_create(&pd, engine, kForwardInference, kConvolutionDirect, x_inner,
-                                                            w_any, bias, y_inner, strides, dilates, pad, pad,
-                                                            relu_attr));
-        plan->nargs = 4;
+                                                            w_any, nullptr, y_inner, strides, dilates, pad, pad, attr));
+        plan->nargs = 5;
         if (!make_arg(&plan->args[0], pd, kArgSrc, kQuerySrcMd, x_user, false, kSlotSrc) ||
             !make_arg(&plan->args[1], pd, kArgWeights, kQueryWeightsMd, w_user, false, kSlotWeights) ||
-            !make_arg(&plan->args[2], pd, kArgBias, kQueryWeightsMd, bias, false, kSlotBias, 1) ||
-            !make_arg(&plan->args[3], pd, kArgDst, kQueryDstMd, y_user, true, kSlotDst))
+            !make_arg(&plan->args[4], pd, kArgDst, kQueryDstMd, y_user, true, kSlotDst))
             return false;
+        for (int i = 0; i < 2; ++i)   // the scale and shift, (o) tensors read as (1, o, 1, 1) as they are
+            plan->args[2 + i] = {post_op_arg(i), false, per_channel, per_channel, nullptr, kSlotSrc};
     } else {
         CHECK(api.convolution_forward_primitive_desc_create(&forward_pd, engine, kForwardTraining, kConvolutionDirect,
                                                             x_inner, w_any, nullptr, y_inner, strides, dilates, pad,
@@ -358,8 +369,8 @@ bool execute(Plan *plan, void *const data[]) {
         owned.push_back(*mem);
         return true;
     };
-    exec_arg_t args[5];
-    handle_t user[4], inner[4];
+    exec_arg_t args[6];
+    handle_t user[5], inner[5];
     bool ok = true;
     const int out = plan->nargs - 1;
     for (int i = 0; i < plan->nargs && ok; ++i) {
@@ -395,16 +406,17 @@ bool load(void *lib, const char *name, F *fn) {
     return *fn || fail(std::string("symbol ") + name + " not found in oneDNN");
 }
 
-// shapes[0] is x or dout, shapes[1] the weight or dout, then the bias (kForwardBiasReLU), then the output; see
-// the entry points.
+// shapes[0] is x or dout, shapes[1] the weight or dout, then scale and shift (kForwardBNReLU), then the output;
+// see the entry points.
 int run(int op, int layout, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
     std::lock_guard<std::mutex> lock(mutex);
     if (!stream) return fail(last_error), 1;
-    const bool with_bias = op == kForwardBiasReLU;
-    if (nparam != (with_bias ? 4 : 3))
-        return fail(with_bias ? "expected 3 inputs and 1 output" : "expected 2 inputs and 1 output"), 1;
+    const bool bn = op == kForwardBNReLU;
+    if (nparam != (bn ? 5 : 3))
+        return fail(bn ? "expected 4 inputs and 1 output" : "expected 2 inputs and 1 output"), 1;
     for (int i = 0; i < nparam; ++i) {
-        if (ndims[i] != (with_bias && i == 2 ? 1 : 4)) return fail("expected 4-D tensors (and a 1-D bias)"), 1;
+        if (ndims[i] != (bn && (i == 2 || i == 3) ? 1 : 4))
+            return fail("expected 4-D tensors (and a 1-D scale and shift)"), 1;
         if (std::strcmp(dtypes[i], "float32") != 0) return fail(std::string("float32 only, got ") + dtypes[i]), 1;
     }
     // x (n, c, h, w), weight (o, c, k, k) and y (n, o, h, w), whichever of the params holds them.
@@ -412,16 +424,17 @@ int run(int op, int layout, int nparam, void **params, int *ndims, int64_t **sha
     // a mismatch, such as an input with other channels than the weight, would read or write past a buffer.
     const int64_t *x = shapes[op == kBackwardData ? 2 : 0];
     const int64_t *weight = shapes[op == kBackwardWeights ? 2 : 1];
-    const int64_t *y = shapes[op == kForward ? 2 : op == kBackwardData ? 0 : op == kBackwardWeights ? 1 : 3];
+    const int64_t *y = shapes[op == kForward ? 2 : op == kBackwardData ? 0 : op == kBackwardWeights ? 1 : 4];
     bool agree = x[0] == y[0] && x[1] == weight[1] && weight[0] == y[1] && x[2] == y[2] && x[3] == y[3] &&
-                 weight[2] == weight[3] && weight[2] % 2 == 1 && (!with_bias || shapes[2][0] == weight[0]);
+                 weight[2] == weight[3] && weight[2] % 2 == 1 &&
+                 (!bn || (shapes[2][0] == weight[0] && shapes[3][0] == weight[0]));
     if (!agree) {
         auto dims = [](const int64_t *s) {
             return "(" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) + ", " +
                    std::to_string(s[3]) + ")";
         };
         return fail("shapes disagree: x " + dims(x) + ", weight " + dims(weight) + ", y " + dims(y) +
-                    " (expected x (n, c, h, w), weight (o, c, k, k) with k odd, y (n, o, h, w), bias (o))"), 1;
+                    " (expected x (n, c, h, w), weight (o, c, k, k) with k odd, y (n, o, h, w), scale and shift (o))"), 1;
     }
     Plan *plan = find_plan(op, layout, x[0], x[1], weight[0], x[2], x[3], weight[2]);
     return plan && execute(plan, params) ? 0 : 1;
@@ -559,6 +572,7 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
               load(lib, "dnnl_primitive_attr_set_scratchpad_mode", &api.primitive_attr_set_scratchpad_mode) &&
               load(lib, "dnnl_post_ops_create", &api.post_ops_create) &&
               load(lib, "dnnl_post_ops_append_eltwise", &api.post_ops_append_eltwise) &&
+              load(lib, "dnnl_post_ops_append_binary", &api.post_ops_append_binary) &&
               load(lib, "dnnl_primitive_attr_set_post_ops", &api.primitive_attr_set_post_ops) &&
               load(lib, "dnnl_convolution_forward_primitive_desc_create",
                    &api.convolution_forward_primitive_desc_create) &&
@@ -577,14 +591,8 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
     pool.threads = threads;
     handle_t new_engine;
     if (api.engine_create(&new_engine, kEngineCpu, 0) != kSuccess) return fail("cannot create a CPU engine"), 1;
-    handle_t relu;
     if (api.primitive_attr_create(&scratchpad_attr) != kSuccess ||
-        api.primitive_attr_set_scratchpad_mode(scratchpad_attr, kScratchpadUser) != kSuccess ||
-        api.primitive_attr_create(&relu_attr) != kSuccess ||
-        api.primitive_attr_set_scratchpad_mode(relu_attr, kScratchpadUser) != kSuccess ||
-        api.post_ops_create(&relu) != kSuccess ||
-        api.post_ops_append_eltwise(relu, kEltwiseReLU, 0.0f, 0.0f) != kSuccess ||
-        api.primitive_attr_set_post_ops(relu_attr, relu) != kSuccess)
+        api.primitive_attr_set_scratchpad_mode(scratchpad_attr, kScratchpadUser) != kSuccess)
         return fail("cannot create primitive attributes"), 1;
     handle_t new_stream;
     if (api.threadpool_interop_stream_create(&new_stream, new_engine, &pool) != kSuccess)
@@ -596,7 +604,7 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
 
 const char *fcn8s_onednn_error() { return last_error.c_str(); }
 
-// Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad, 3 forward + bias +
+// Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad, 3 forward + BN +
 // ReLU) with the activations in layout (0 channels-last, 1 oneDNN's choice) at this shape into out (e.g.
 // "brg_conv_fwd:avx512_core"). Returns 0, or 1 if no plan could be made.
 int fcn8s_onednn_impl(int op, int layout, int64_t n, int64_t c, int64_t o, int64_t h, int64_t w, int64_t k, char *out,
@@ -622,9 +630,9 @@ FCN8S_CONV_ENTRY(conv2d_weight_grad, kBackwardWeights, kChannelsLast)
 FCN8S_CONV_ENTRY(conv2d_forward_any_layout, kForward, kOneDNNChoice)
 FCN8S_CONV_ENTRY(conv2d_input_grad_any_layout, kBackwardData, kOneDNNChoice)
 FCN8S_CONV_ENTRY(conv2d_weight_grad_any_layout, kBackwardWeights, kOneDNNChoice)
-// inference: relu(conv(x, weight) + bias), params x, weight, bias (o), y
-FCN8S_CONV_ENTRY(conv2d_forward_bias_relu, kForwardBiasReLU, kChannelsLast)
-FCN8S_CONV_ENTRY(conv2d_forward_bias_relu_any_layout, kForwardBiasReLU, kOneDNNChoice)
+// inference: relu(conv(x, weight) * scale + shift), params x, weight, scale (o), shift (o), y
+FCN8S_CONV_ENTRY(conv2d_forward_bn_relu, kForwardBNReLU, kChannelsLast)
+FCN8S_CONV_ENTRY(conv2d_forward_bn_relu_any_layout, kForwardBNReLU, kOneDNNChoice)
 
 // params x (n, c, h, w), y (n, c, h/2, w/2) float32, winner (n, c, h/2, w/2) uint8
 int max_pool2x2_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,

@@ -10,8 +10,8 @@ class ConvBNReLUBlock(nn.SequentialCell):
     """[Conv, BN, ReLU] * n in a SequentialCell, so parameters are named ``<block>.0.weight``, ``<block>.1.gamma``...
 
     In inference, where the convolutions are the kernel library's oneDNN ones, each triple runs as one oneDNN
-    convolution, the BatchNorm folded into its weight and a bias and the ReLU fused: as separate ops they are
-    two more passes over each activation.
+    convolution with the BatchNorm (as a per-channel scale and shift) and the ReLU fused: as separate ops they
+    are two more passes over each activation.
     """
 
     def __init__(self, layers):
