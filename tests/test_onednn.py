@@ -357,7 +357,9 @@ def test_the_probe_times_the_two_in_turn_and_keeps_each_ones_fastest_call(monkey
         delays = iter(seconds)
         return lambda: (order.append(name), time.sleep(next(delays, seconds[-1])))
     monkeypatch.setattr(probe, "MIN_SECONDS", 0.0)
-    # one warm-up each, then MIN_CALLS timed calls each, in turn; a slow call (noise) does not count
+    monkeypatch.setattr(probe, "UNSURE_SECONDS", 10.0)
+    # one warm-up each, then MIN_CALLS timed calls each, in turn; a slow call (noise) does not count;
+    # a clear winner (b takes 5x a's time) is not timed further
     fastest = probe.fastest_in_turn([sleeper("a", [0.5, 0.2, 0.02, 0.2]), sleeper("b", [0.5, 0.1, 0.1, 0.1])])
     assert order == ["a", "b"] * (1 + probe.MIN_CALLS)
     assert 0.02 <= fastest[0] < 0.1 <= fastest[1] < 0.2
@@ -366,6 +368,24 @@ def test_the_probe_times_the_two_in_turn_and_keeps_each_ones_fastest_call(monkey
     order.clear()
     probe.fastest_in_turn([sleeper("a", [0.0]), sleeper("b", [0.0])])
     assert order == ["a", "b"] * (1 + probe.MAX_CALLS)
+
+
+def test_the_probe_times_a_near_tie_for_longer(monkeypatch):
+    order = []
+
+    def sleeper(name, seconds):
+        return lambda: (order.append(name), time.sleep(seconds))
+    monkeypatch.setattr(probe, "MIN_SECONDS", 0.0)
+    monkeypatch.setattr(probe, "UNSURE_SECONDS", 0.1)
+    # 0.01 s against 0.011: within UNSURE of each other, so each runs until it has spent UNSURE_SECONDS
+    probe.fastest_in_turn([sleeper("mindspore", 0.01), sleeper("library", 0.011)])
+    timed_calls = len(order) // 2 - 1
+    assert order == ["mindspore", "library"] * (1 + timed_calls)
+    assert probe.MIN_CALLS < timed_calls <= 10
+    # 0.01 against 0.03 (3x) is no tie: MIN_CALLS each
+    order.clear()
+    probe.fastest_in_turn([sleeper("mindspore", 0.01), sleeper("library", 0.03)])
+    assert len(order) == 2 * (1 + probe.MIN_CALLS)
 
 
 def test_the_kernel_threads_follow_omp_num_threads_mindspore_and_msrun(monkeypatch):
