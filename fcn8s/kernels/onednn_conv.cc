@@ -253,6 +253,12 @@ struct Plan {
 };
 std::map<std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, Plan> plans;
 
+// New primitive attributes whose scratchpad is ours (the buffers above) rather than oneDNN's own.
+bool user_scratchpad_attr(handle_t *attr) {
+    return api.primitive_attr_create(attr) == kSuccess &&
+           api.primitive_attr_set_scratchpad_mode(*attr, kScratchpadUser) == kSuccess;
+}
+
 bool make_md(handle_t *md, int64_t a, int64_t b, int64_t c, int64_t d, int tag) {
     const int64_t dims[4] = {a, b, c, d};
     CHECK(api.memory_desc_create_with_tag(md, 4, dims, kF32, tag));
@@ -287,8 +293,7 @@ bool make_plan(Plan *plan, int op, int layout, int64_t n, int64_t c, int64_t o, 
     handle_t forward_pd, pd;
     if (op == kForwardBNReLU) {
         handle_t attr, post_ops;
-        CHECK(api.primitive_attr_create(&attr));
-        CHECK(api.primitive_attr_set_scratchpad_mode(attr, kScratchpadUser));
+        if (!user_scratchpad_attr(&attr)) return fail("cannot create primitive attributes");
         CHECK(api.post_ops_create(&post_ops));
         CHECK(api.post_ops_append_binary(post_ops, kBinaryMul, per_channel));
         CHECK(api.post_ops_append_binary(post_ops, kBinaryAdd, per_channel));
@@ -591,9 +596,7 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
     pool.threads = threads;
     handle_t new_engine;
     if (api.engine_create(&new_engine, kEngineCpu, 0) != kSuccess) return fail("cannot create a CPU engine"), 1;
-    if (api.primitive_attr_create(&scratchpad_attr) != kSuccess ||
-        api.primitive_attr_set_scratchpad_mode(scratchpad_attr, kScratchpadUser) != kSuccess)
-        return fail("cannot create primitive attributes"), 1;
+    if (!user_scratchpad_attr(&scratchpad_attr)) return fail("cannot create primitive attributes"), 1;
     handle_t new_stream;
     if (api.threadpool_interop_stream_create(&new_stream, new_engine, &pool) != kSuccess)
         return fail("cannot create a threadpool stream (is this oneDNN built for the threadpool runtime?)"), 1;

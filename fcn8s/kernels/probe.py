@@ -11,8 +11,8 @@ each of the kernel library's ways to run it (``LIBRARY_CHOICES``), and keeps the
 
 They are timed in turn, so that drift reaches both, and each keeps its fastest call (noise only
 adds time). A near tie (within ``UNSURE``) is timed for longer: on a shared 2-core host three calls
-each read conv4 at 1.19x MindSpore's time in one sitting's probe, and at 0.73-1.04 in runs an hour
-later, while in the whole network its two ways trained equally fast. A close call (the library
+each read conv4 at 1.19x MindSpore's time in one sitting's probe, and timed for longer it read 1.00
+in the next (benchmarks/RESULTS.md, AVX2). A close call (the library
 slower by less than ``CLOSE``) goes to the library: one pair measured 0.86x and 1.86x minutes apart,
 and a verdict that flips with noise changes the numerics of training from one first run to the next;
 and the library's convolutions keep no buffer across the step, where each of MindSpore's keeps its
