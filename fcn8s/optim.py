@@ -3,9 +3,14 @@
 ``nn.Momentum(weight_decay=wd)`` adds ``wd * w`` to every gradient with a Mul and an AddN: two
 temporaries the size of each weight (800 MB for conv6 alone) and about 0.25 s a step on CPU. Here
 the decay goes straight into the momentum buffer before ApplyMomentum, with one in-place
-``moment += (wd / m) * w`` (ApplyGradientDescent with a negative rate), so that
+``moment += (wd / m) * w`` (a gradient-descent step on the moment with a negative rate), so that
 ``moment' = m * (moment + wd / m * w) + g = m * moment + g + wd * w``: the same update, no temporaries.
 As in nn.Momentum, BatchNorm gamma and beta are not decayed.
+
+The in-place step is ApplyProximalGradientDescent with no shrinkage (l1 = l2 = 0), which is exactly
+``var -= alpha * delta``. ApplyGradientDescent computes the same, but on CPU graph mode then holds a
+buffer the size of conv6's weight (392 MiB at full width) through the backward; with this op the step's
+memory pool peaks as low as with no decay at all (``benchmarks/RESULTS.md``, peak RSS).
 """
 import mindspore as ms
 from mindspore import nn, ops
@@ -19,7 +24,8 @@ _decayed_momentum = C.MultitypeFuncGraph("decayed_momentum")
                             "Tensor")
 def _update(apply_momentum, axpy, momentum, learning_rate, decay_rate, decay, gradient, weight, moment):
     if decay:
-        moment = F.depend(moment, axpy(moment, decay_rate, weight))
+        no_shrinkage = F.zeros_like(decay_rate)
+        moment = F.depend(moment, axpy(moment, decay_rate, no_shrinkage, no_shrinkage, weight))
     return F.depend(True, apply_momentum(weight, moment, learning_rate, gradient, momentum))
 
 
@@ -33,7 +39,7 @@ class Momentum(nn.Momentum):
         self.decay_flags_in_place = tuple(weight_decay > 0 and "beta" not in p.name and "gamma" not in p.name
                                           for p in self._parameters)
         self.decay_rate = ms.Tensor(-weight_decay / momentum, ms.float32)   # negative: axpy subtracts
-        self.axpy = ops.ApplyGradientDescent()
+        self.axpy = ops.ApplyProximalGradientDescent()   # var -= alpha * delta
 
     def construct(self, gradients):
         gradients = self.gradients_centralization(gradients)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from fcn8s import device
@@ -54,3 +57,30 @@ def test_setup_logs_one_line_and_builds_the_manager(capsys):
     manager = loss_scale_manager(setup)
     assert manager.get_loss_scale() == 1024 and manager.get_drop_overflow_update() is False
     assert ms.get_context("mode") == ms.PYNATIVE_MODE
+
+
+SIZED_POOL = """
+import mindspore as ms
+from fcn8s.config import load_config
+from fcn8s.device import setup_device
+{before}
+setup_device(load_config(None, ["device.target=CPU"]).device, announce=False)
+try:
+    ms.runtime.set_memory(init_size="1GB", increase_size="1GB")
+    print("pool left to be sized")
+except RuntimeError as e:
+    print("pool sized:", e)
+"""
+
+
+@pytest.mark.parametrize("before, expected", [
+    ("", "pool sized: The 'set_memory' can not be set repeatedly."),        # sized by setup_device
+    ("ms.runtime.set_memory(init_size='1GB', increase_size='1GB')",         # the user's own sizing is kept
+     "pool sized: The 'set_memory' can not be set repeatedly."),
+])
+def test_setup_sizes_the_cpu_memory_pool_once_and_keeps_a_users_sizing(before, expected):
+    # a fresh process: MindSpore's memory settings may be made once per process
+    done = subprocess.run([sys.executable, "-c", SIZED_POOL.format(before=before)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == expected

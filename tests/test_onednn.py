@@ -235,12 +235,14 @@ def test_the_kernels_refuse_shapes_that_disagree(onednn_kernels, weight_shape, y
     assert np.all(y == 7.0)
 
 
-@pytest.mark.parametrize("images", [1, 3])   # one image multiplies the tensors in place; more, side by side
-def test_the_gemm_products_match_numpy(onednn_kernels, rng, images):
+# one image multiplies the tensors in place, more side by side; the input gradient is transposed into place in
+# 32 x 32 tiles, so positions over 32 and channel patches (45) over 32 cover partial tiles both ways
+@pytest.mark.parametrize("images, positions", [(1, 7), (3, 7), (2, 40)])
+def test_the_gemm_products_match_numpy(onednn_kernels, rng, images, positions):
     lib = ctypes.CDLL(onednn.load())
     weight = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
-    cols = rng.standard_normal((images, 45, 7)).astype(np.float32)
-    dy = rng.standard_normal((images, 6, 7)).astype(np.float32)
+    cols = rng.standard_normal((images, 45, positions)).astype(np.float32)
+    dy = rng.standard_normal((images, 6, positions)).astype(np.float32)
     inputs = [a.copy() for a in (weight, cols, dy)]
     y, dcols, dweight = np.empty_like(dy), np.empty_like(cols), np.empty_like(weight)
     assert _library_call(lib, "gemm_forward", weight, cols, y) == 0
