@@ -94,6 +94,20 @@ def profile_table(report):
     return lines
 
 
+def onednn_table(report):
+    """Per oneDNN primitive kind: milliseconds of one train step on each side, then the step and oneDNN totals."""
+    sides = report["sides"]
+    kinds = list(dict.fromkeys(kind for side in sides.values() for kind in side["by_kind_ms"]))
+    lines = ["| oneDNN primitive (ms per step) | fcn8s | PyTorch (NCHW) |", "|---|---|---|"]
+    for kind in kinds:
+        cells = [f"{side['by_kind_ms'][kind]:.0f}" if kind in side["by_kind_ms"] else "" for side in sides.values()]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines.append("| all oneDNN primitives | " + " | ".join(f"{side['onednn_ms']:.0f}" for side in sides.values()) + " |")
+    lines.append("| the step (wall, logging on) | " + " | ".join(f"{side['step_s'] * 1000:.0f}"
+                                                                 for side in sides.values()) + " |")
+    return lines
+
+
 def main():
     folders = [Path(arg) for arg in sys.argv[1:]] or sorted(p for p in (Path(__file__).parent / "results").iterdir()
                                                            if p.is_dir())
@@ -122,6 +136,11 @@ def print_tables(folder):
         if profile:
             print(f"### {name} ({host_line(profile['host'])}; {profile['batch']}x{profile['size']}², width "
                   f"{profile['width']:g})\n\n" + "\n".join(profile_table(profile)) + "\n")
+    primitives = _load(folder, "onednn_1x512.json")
+    if primitives:
+        print(f"### onednn_1x512.json ({host_line(primitives['host'])}; train {primitives['batch']}x"
+              f"{primitives['size']}², width {primitives['width']:g}, {primitives['threads']} threads each)\n\n"
+              + "\n".join(onednn_table(primitives)) + "\n")
     demo = _load(folder, "demo.json")
     if demo:
         e, r = demo["demo_eval"], demo["eval_by_runtime"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate every results file that README.md and benchmarks/RESULTS.md cite, one after the other,
-# on a machine with nothing else running (about 30 minutes on 2 cores), into the folder of this kind of
+# on a machine with nothing else running (about an hour on 2 cores), into the folder of this kind of
 # CPU (benchmarks/results/<model name>-<ISA>, from fcn8s/host.py): one sitting per kind, each replacing
 # that kind's last. Then `python benchmarks/results_tables.py` prints RESULTS.md's tables from them.
 set -euo pipefail
@@ -9,10 +9,10 @@ PY=${PYTHON:-.venv/bin/python}
 R=benchmarks/results/$($PY -m fcn8s.host)
 mkdir -p "$R"
 FCN8S="$PY -m fcn8s.cli"
-# three rounds, each implementation in turn with the others: this machine's speed drifts between minutes
+# five rounds, each implementation in turn with the others: this machine's speed drifts between minutes
 PEERS=torch,torch-channels-last,ms-kernels,onnxruntime
-$FCN8S bench --what train,infer,data --batch 2 --size 256 --compare $PEERS --repeat 3 --rounds 3 --force -o $R/bench_2x256.json
-$FCN8S bench --what train,infer --batch 1 --size 512 --compare $PEERS --repeat 3 --rounds 3 --force -o $R/bench_1x512.json
+$FCN8S bench --what train,infer,data --batch 2 --size 256 --compare $PEERS --repeat 3 --rounds 5 --force -o $R/bench_2x256.json
+$FCN8S bench --what train,infer --batch 1 --size 512 --compare $PEERS --repeat 3 --rounds 5 --force -o $R/bench_1x512.json
 # the tutorial's definition is 10x slower: one timed call each
 $FCN8S bench --what train,infer --batch 2 --size 256 --compare seed --repeat 1 --warmup 1 --force -o $R/bench_tutorial_2x256.json
 $FCN8S bench --what train,infer --batch 1 --size 512 --compare seed --repeat 1 --warmup 1 --force -o $R/bench_tutorial_1x512.json
@@ -23,4 +23,5 @@ $PY benchmarks/conv_kernels.py -o $R/conv_kernels.json
 $PY benchmarks/profile_step.py -o $R/profile_2x256.json
 $PY benchmarks/profile_step.py --batch 1 --size 512 -o $R/profile_1x512.json
 $PY benchmarks/profile_step.py --batch 8 --size 128 --width 0.25 -o $R/profile_demo.json
+$PY benchmarks/onednn_primitives.py --batch 1 --size 512 -o $R/onednn_1x512.json
 $PY benchmarks/demo_time.py -o $R/demo.json

@@ -181,9 +181,9 @@ def to_channels_last(model, images):
     return model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
 
 
-def bench(what, batch, size, width, repeat, warmup, threads, channels_last):
-    """Time train steps or inference forwards of FCN-8s; the result as a dict (the JSON line)."""
-    torch.set_num_threads(threads)
+def make_step(what, batch, size, width, channels_last):
+    """(step, model, images): one train step (SGD with momentum 0.9 and weight decay, as ours) or inference forward
+    of FCN-8s on random inputs, as a PyTorch user writes it."""
     torch.manual_seed(0)
     model = TorchFCN("fcn8s", NUM_CLASSES, width)
     images = torch.randn(batch, 3, size, size)
@@ -207,6 +207,13 @@ def bench(what, batch, size, width, repeat, warmup, threads, channels_last):
         def step():
             with torch.inference_mode():
                 model(images)
+    return step, model, images
+
+
+def bench(what, batch, size, width, repeat, warmup, threads, channels_last):
+    """Time train steps or inference forwards of FCN-8s; the result as a dict (the JSON line)."""
+    torch.set_num_threads(threads)
+    step, model, images = make_step(what, batch, size, width, channels_last)
     first, times = timed(step, repeat, warmup)
     log.info("steps: %s s", ", ".join(f"{t:.3f}" for t in times))
     gflop = fcn_forward_gflop("fcn8s", NUM_CLASSES, width, batch, size, size) * (3 if what == "train" else 1)
