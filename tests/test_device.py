@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -84,3 +85,39 @@ def test_setup_sizes_the_cpu_memory_pool_once_and_keeps_a_users_sizing(before, e
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == expected
+
+
+MAPPED_AFTER_SETUP = """
+import ctypes
+from fcn8s.config import load_config
+from fcn8s.device import setup_device
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+{setup}
+libc.free(libc.malloc(20 << 20))   # glibc's own rule raises the threshold to 20 MiB when this is freed
+mapped = libc.mallinfo2().hblks
+buffer = libc.malloc(2 << 20)
+print(libc.mallinfo2().hblks - mapped)
+"""
+
+
+@pytest.mark.parametrize("setup, mapped", [
+    ("", 0),   # glibc's own rule: after the free above, a 2 MiB buffer comes from the heap
+    ("setup_device(load_config(None, ['device.target=CPU']).device, announce=False)", 1),
+])
+def test_setup_fixes_the_mmap_threshold_so_large_buffers_go_back_to_the_system(setup, mapped):
+    done = subprocess.run([sys.executable, "-c", MAPPED_AFTER_SETUP.format(setup=setup)], capture_output=True,
+                          text=True, timeout=300, env={k: v for k, v in os.environ.items()
+                                                       if k != "MALLOC_MMAP_THRESHOLD_"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip().splitlines()[-1]) == mapped
