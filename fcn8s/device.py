@@ -60,7 +60,8 @@ def precision_policy(target, amp_level="auto", loss_scale="auto"):
 
 def size_cpu_memory_pool():
     """Let MindSpore's CPU memory pool grow in blocks of an eighth of the machine's memory (at least 1 GB), unless
-    the process has set its memory already (``mindspore.runtime.set_memory`` may be called once).
+    the process has set its memory already (``mindspore.runtime.set_memory`` may be called once): its initial
+    and increment sizes are a quarter of the memory each, and MindSpore 2.10 splits each size into two blocks.
 
     Why: the pool places a graph's tensors in blocks of 1 GB by default; a train step whose tensors need more
     (the full-width network at 1x512² needs just over 1 GB) spans two blocks, and the gaps the placement leaves
