@@ -24,6 +24,8 @@ _decayed_momentum = C.MultitypeFuncGraph("decayed_momentum")
                             "Tensor")
 def _update(apply_momentum, axpy, momentum, learning_rate, decay_rate, decay, gradient, weight, moment):
     if decay:
+        # made here, per parameter: one zero Tensor shared by all of them (an attribute) made graph mode hold
+        # most of the conv6-sized buffer again (measured by the memory pool's peak)
         no_shrinkage = F.zeros_like(decay_rate)
         moment = F.depend(moment, axpy(moment, decay_rate, no_shrinkage, no_shrinkage, weight))
     return F.depend(True, apply_momentum(weight, moment, learning_rate, gradient, momentum))
