@@ -110,7 +110,7 @@ def build_train_step(net, cfg, setup, lr, log):
     momentum_cls = Momentum if t.momentum > 0 else nn.Momentum
     optimizer = momentum_cls(net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum,
                              weight_decay=t.weight_decay, loss_scale=setup.loss_scale_value if fixed else 1.0)
-    loss_fn = PixelCrossEntropy(ignore_index=cfg.data.ignore_label)
+    loss_fn = PixelCrossEntropy(ignore_index=cfg.data.ignore_label, impl=net.kernel_plan["loss"])
     kwargs = {"loss_scale_manager": manager} if manager else {}
     step = amp.build_train_network(net, optimizer, loss_fn, level=setup.amp_level, **kwargs)
     step.set_train(True)

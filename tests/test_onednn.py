@@ -345,7 +345,7 @@ def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path
             "conv6 0.50 gemm, conv7 1.50 gemm (measured now") in note
     assert kernels.plan("onednn", library) == {
         "conv1": "onednn", "conv2": "onednn-any", "conv3": "flipped", "conv4": "onednn", "conv5": "onednn-any",
-        "conv6": "gemm", "conv7": "native", "pool": "custom"}
+        "conv6": "gemm", "conv7": "native", "pool": "custom", "loss": "custom"}
     again, note = probe.library_choice(0.5)
     assert again == library and "(cached in " in note and calls == [0.5]
     probe.library_choice(0.25)

@@ -29,7 +29,9 @@ from ..log import get_logger
 from . import ONEDNN_LAYOUTS
 
 SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
-CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-shared", "-pthread")
+# -O3 -fno-trapping-math: GCC vectorizes the loss kernels' class loops only with both (a float comparison that
+# may trap is control flow to it); nothing here uses floating-point exceptions
+CXXFLAGS = ("-O3", "-fno-trapping-math", "-std=c++17", "-fPIC", "-shared", "-pthread")
 TRAIN_OPS = ("forward", "input_grad", "weight_grad")
 OPS = (*TRAIN_OPS, "forward_bn_relu")   # Op in onednn_conv.cc; the last is inference's, BatchNorm and ReLU fused
 CONV_SUFFIXES = ("", "_any_layout")   # the entry points' suffix per Layout in onednn_conv.cc

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -547,6 +548,66 @@ void transpose(const float *src, float *dst, int64_t rows, int64_t cols) {
         }
     });
 }
+
+// ---- the training loss: per-pixel softmax cross-entropy of NCHW logits (cross_entropy_*) ----
+// e^x, inline so that the compiler vectorizes the class loops that call it (libm's expf is a call per
+// element): e^x = 2^n e^r with n = round(x / ln 2) and |r| <= ln 2 / 2, e^r by Cephes' expf polynomial
+// (within about 1 ulp). x is clamped to [-87, 88], where 2^n is a normal float; NaN stays NaN.
+inline float exp_approx(float x) {
+    x = std::min(std::max(x, -87.0f), 88.0f);   // in this argument order, NaN comes back as NaN
+    constexpr float kRound = 12582912.0f;   // 1.5 * 2^23: adding it leaves round(x / ln 2) in the low bits
+    const float shifted = x * 1.44269504f + kRound;
+    const float n = shifted - kRound;
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;   // x - n ln 2, ln 2 in two parts (Cody-Waite)
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits;
+    std::memcpy(&bits, &shifted, sizeof bits);
+    const int32_t scale_bits = (bits - 0x4b400000 + 127) << 23;   // 2^n: 0x4b400000 is kRound's bits
+    float scale;
+    std::memcpy(&scale, &scale_bits, sizeof scale);
+    return p * scale;
+}
+
+// The loss kernels' work is split into tiles of up to kPixelTile pixels of one image; each tile's class loops
+// run over its pixels (contiguous in NCHW), which the compiler vectorizes.
+constexpr int64_t kPixelTile = 64;
+
+struct PixelTiles {
+    int64_t classes, pixels, per_image;
+    // a tile's first element in (n, C, h, w) class 0, its first pixel in (n, h, w), and its pixel count
+    void at(int64_t tile, int64_t *logit0, int64_t *pixel0, int64_t *len) const {
+        const int64_t image = tile / per_image, start = tile % per_image * kPixelTile;
+        *logit0 = image * classes * pixels + start;
+        *pixel0 = image * pixels + start;
+        *len = std::min(kPixelTile, pixels - start);
+    }
+};
+
+// Checks the loss kernels' first three params, logits (n, C, h, w) float32, labels (n, h, w) int32 and the
+// ignore label (1,) int32, and the (n, h, w) float32 one at lse; sets the tiles.
+bool loss_shapes(int nparam, int expected, int *ndims, int64_t **shapes, const char **dtypes, int lse,
+                 PixelTiles *tiles, int64_t *count) {
+    if (nparam != expected) return fail("cross entropy: expected " + std::to_string(expected) + " tensors");
+    const int64_t *x = shapes[0], *y = shapes[1];
+    if (ndims[0] != 4 || std::strcmp(dtypes[0], "float32") != 0) return fail("cross entropy: logits must be float32 (n, C, h, w)");
+    if (ndims[1] != 3 || std::strcmp(dtypes[1], "int32") != 0 || y[0] != x[0] || y[1] != x[2] || y[2] != x[3])
+        return fail("cross entropy: labels must be int32 (n, h, w), the logits' n, h and w");
+    if (ndims[2] != 1 || shapes[2][0] != 1 || std::strcmp(dtypes[2], "int32") != 0)
+        return fail("cross entropy: the ignore label must be one int32");
+    if (ndims[lse] != 3 || std::strcmp(dtypes[lse], "float32") != 0 || shapes[lse][0] != x[0] ||
+        shapes[lse][1] != x[2] || shapes[lse][2] != x[3])
+        return fail("cross entropy: the log-sum-exp must be float32 (n, h, w)");
+    const int64_t pixels = x[2] * x[3];
+    *tiles = {x[1], pixels, (pixels + kPixelTile - 1) / kPixelTile};
+    *count = x[0] * tiles->per_image;
+    return true;
+}
 }  // namespace
 
 extern "C" {
@@ -748,6 +809,100 @@ int gemm_weight_grad(int nparam, void **params, int *ndims, int64_t **shapes, co
         return api.threadpool_interop_sgemm('N', 'T', o, kk, n * p, 1.0f, dy.data, n * p, cols.data, n * p, 0.0f, dw,
                                             kk, &pool);
     }, nullptr);
+}
+
+// The training loss (fcn8s/loss.py): params logits (n, C, h, w) float32, labels (n, h, w) int32, the ignore
+// label (1,) int32 (void pixels), then the outputs sums (2,) float32, the loss summed over the labelled
+// pixels and their count, and lse (n, h, w) float32, each pixel's log-sum-exp of its logits (the gradient
+// reuses it). Each tile's sums are added in tile order, so the result does not depend on the thread count.
+// A label outside 0..C-1 other than the ignore label is an error.
+int cross_entropy_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                          void *) {
+    PixelTiles tiles;
+    int64_t count;
+    if (!loss_shapes(nparam, 5, ndims, shapes, dtypes, 4, &tiles, &count)) return 1;
+    const float *logits = static_cast<const float *>(params[0]);
+    const int32_t *labels = static_cast<const int32_t *>(params[1]);
+    const int32_t ignore = *static_cast<const int32_t *>(params[2]);
+    float *lse = static_cast<float *>(params[4]);
+    const int64_t classes = tiles.classes, pixels = tiles.pixels;
+    std::vector<double> tile_loss(count);
+    std::vector<int64_t> tile_labelled(count);
+    std::vector<int32_t> bad_label(count, ignore);
+    for_planes(count, [&](int64_t tile) {
+        int64_t logit0, pixel0, len;
+        tiles.at(tile, &logit0, &pixel0, &len);
+        const float *x = logits + logit0;
+        float most[kPixelTile], sum[kPixelTile];
+        for (int64_t j = 0; j < len; ++j) most[j] = x[j], sum[j] = 0.0f;
+        for (int64_t c = 1; c < classes; ++c)
+            for (int64_t j = 0; j < len; ++j) most[j] = x[c * pixels + j] > most[j] ? x[c * pixels + j] : most[j];
+        for (int64_t c = 0; c < classes; ++c)
+            for (int64_t j = 0; j < len; ++j) sum[j] += exp_approx(x[c * pixels + j] - most[j]);
+        double loss = 0.0;
+        int64_t labelled = 0;
+        for (int64_t j = 0; j < len; ++j) {
+            const float pixel_lse = most[j] + std::log(sum[j]);
+            lse[pixel0 + j] = pixel_lse;
+            const int32_t label = labels[pixel0 + j];
+            if (label == ignore) continue;
+            if (label < 0 || label >= classes) {
+                bad_label[tile] = label;
+                continue;
+            }
+            loss += pixel_lse - x[label * pixels + j];
+            ++labelled;
+        }
+        tile_loss[tile] = loss;
+        tile_labelled[tile] = labelled;
+    });
+    double loss = 0.0;
+    int64_t labelled = 0;
+    for (int64_t tile = 0; tile < count; ++tile) {
+        if (bad_label[tile] != ignore)
+            return fail("cross entropy: label " + std::to_string(bad_label[tile]) + " is outside 0.." +
+                        std::to_string(classes - 1) + " and not the ignore label " + std::to_string(ignore)), 1;
+        loss += tile_loss[tile];
+        labelled += tile_labelled[tile];
+    }
+    float *sums = static_cast<float *>(params[3]);
+    sums[0] = static_cast<float>(loss);
+    sums[1] = static_cast<float>(labelled);
+    return 0;
+}
+
+// The gradient of the summed loss times scale: (softmax(logits) - the label's one-hot) * scale on labelled
+// pixels, 0 on void ones. params logits, labels, ignore, lse (cross_entropy_forward's), scale (1,) float32,
+// dlogits (n, C, h, w) float32.
+int cross_entropy_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                       void *) {
+    PixelTiles tiles;
+    int64_t count;
+    if (!loss_shapes(nparam, 6, ndims, shapes, dtypes, 3, &tiles, &count)) return 1;
+    if (ndims[4] != 1 || shapes[4][0] != 1 || std::strcmp(dtypes[4], "float32") != 0 || ndims[5] != 4 ||
+        std::strcmp(dtypes[5], "float32") != 0)
+        return fail("cross entropy: expected a float32 scale (1,) and float32 dlogits");
+    const float *logits = static_cast<const float *>(params[0]);
+    const int32_t *labels = static_cast<const int32_t *>(params[1]);
+    const int32_t ignore = *static_cast<const int32_t *>(params[2]);
+    const float *lse = static_cast<const float *>(params[3]);
+    const float scale = *static_cast<const float *>(params[4]);
+    float *dlogits = static_cast<float *>(params[5]);
+    const int64_t classes = tiles.classes, pixels = tiles.pixels;
+    for_planes(count, [&](int64_t tile) {
+        int64_t logit0, pixel0, len;
+        tiles.at(tile, &logit0, &pixel0, &len);
+        const float *x = logits + logit0, *pixel_lse = lse + pixel0;
+        const int32_t *label = labels + pixel0;
+        float *dx = dlogits + logit0;
+        float weight[kPixelTile];
+        for (int64_t j = 0; j < len; ++j) weight[j] = label[j] == ignore ? 0.0f : scale;
+        for (int32_t c = 0; c < classes; ++c)   // int32 like the labels, so the comparison vectorizes
+            for (int64_t j = 0; j < len; ++j)
+                dx[c * pixels + j] = (exp_approx(x[c * pixels + j] - pixel_lse[j]) - (label[j] == c ? 1.0f : 0.0f)) *
+                                     weight[j];
+    });
+    return 0;
 }
 
 }  // extern "C"
