@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import kernels
 from .checkpoint import load_optimizer_state, load_weights, read_checkpoint, training_state
 from .config import dump_config, save_config
 from .data.dataset import create_eval_dataset, create_train_dataset, epoch_rows
@@ -110,7 +111,9 @@ def build_train_step(net, cfg, setup, lr, log):
     momentum_cls = Momentum if t.momentum > 0 else nn.Momentum
     optimizer = momentum_cls(net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum,
                              weight_decay=t.weight_decay, loss_scale=setup.loss_scale_value if fixed else 1.0)
-    loss_fn = PixelCrossEntropy(ignore_index=cfg.data.ignore_label, impl=net.kernel_plan["loss"])
+    # the loss as the network's kernel plan makes it; one without a plan (the tutorial's definition) gets MindSpore's
+    loss_impl = getattr(net, "kernel_plan", kernels.plan("native"))["loss"]
+    loss_fn = PixelCrossEntropy(ignore_index=cfg.data.ignore_label, impl=loss_impl)
     kwargs = {"loss_scale_manager": manager} if manager else {}
     step = amp.build_train_network(net, optimizer, loss_fn, level=setup.amp_level, **kwargs)
     step.set_train(True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fcn8s import bench, kernels
-from fcn8s.bench_worker import Row
+from fcn8s.bench_worker import Row, model_and_step
 from fcn8s.cli import main
 from fcn8s.host import KERNEL_ENV, cpu_isa, kernel_environment, peak_rss_mib
 
@@ -111,3 +111,10 @@ def test_bench_rejects_bad_requests(capsys, tmp_path):
     assert "--what speed: choose from train, infer, data" in err and "use --width 1" in err
     assert f"fcn8s: error: {earlier}: already exists (use --force to overwrite)" in err
     assert earlier.read_text() == "{}"
+
+
+def test_the_tutorials_definition_gets_a_train_step_with_mindspores_loss():
+    """Its network has no kernel plan: the step takes MindSpore's loss (a sitting's tutorial rows once failed here)."""
+    net, step = model_and_step("seed", "train", 1.0, "pynative", 1)
+    assert not hasattr(net, "kernel_plan")
+    assert not step.network._loss_fn.custom
