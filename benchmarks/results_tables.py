@@ -87,6 +87,14 @@ def probe_table(report):
     return lines
 
 
+def loss_table(report):
+    lines = ["| logits (n x classes x size²) | MindSpore's ops, ms | fcn8s's kernels, ms |", "|---|---|---|"]
+    for r in report["rows"]:
+        n, classes, size = r["shape"]
+        lines.append(f"| {n}x{classes}x{size}² | {r['native_ms']:.1f} | {r['custom_ms']:.1f} |")
+    return lines
+
+
 def profile_table(report):
     lines = ["| op (per step) | ms |", "|---|---|"]
     lines += [f"| {op} | {ms:.0f} |" for op, ms in report["per_op_ms"].items() if ms >= 5]
@@ -131,6 +139,10 @@ def print_tables(folder):
     kernels = _load(folder, "conv_kernels.json")
     if kernels:
         print(f"### conv_kernels.json ({host_line(kernels['host'])})\n\n" + "\n".join(kernel_table(kernels)) + "\n")
+    loss = _load(folder, "loss_kernel.json")
+    if loss:
+        print(f"### loss_kernel.json ({host_line(loss['host'])}; the loss's value and gradient)\n\n"
+              + "\n".join(loss_table(loss)) + "\n")
     for name in ("profile_2x256.json", "profile_1x512.json", "profile_demo.json"):
         profile = _load(folder, name)
         if profile:

@@ -20,6 +20,7 @@ $FCN8S bench --what infer --batch 1 --size 256 --compare isa-default --repeat 1 
 # the probe's verdicts that the fcn8s rows above ran with (full width) and the demo's (width 0.25)
 $PY benchmarks/probe_verdict.py -o $R/probe.json
 $PY benchmarks/conv_kernels.py -o $R/conv_kernels.json
+$PY benchmarks/loss_kernel.py -o $R/loss_kernel.json
 $PY benchmarks/profile_step.py -o $R/profile_2x256.json
 $PY benchmarks/profile_step.py --batch 1 --size 512 -o $R/profile_1x512.json
 $PY benchmarks/profile_step.py --batch 8 --size 128 --width 0.25 -o $R/profile_demo.json

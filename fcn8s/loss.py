@@ -9,7 +9,7 @@ class axis contiguously (about 3x faster for FCN's batches, forward and backward
 where the kernel library loads: the kernel plan's ``loss``, ``fcn8s.kernels``), the library's
 ``cross_entropy_*`` kernels read the NCHW logits in place: one pass for the value, which keeps each
 pixel's log-sum-exp, and one for the gradient; the transposes, the one-hot targets and the masking
-products are gone (on the demo's step they took about an eighth of the time).
+products are gone (``benchmarks/loss_kernel.py`` times both).
 """
 import mindspore as ms
 from mindspore import nn, ops

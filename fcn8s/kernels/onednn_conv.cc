@@ -2,8 +2,8 @@
 // run by oneDNN with the activations channels-last (NHWC) or in the layout it prefers (Layout), and for
 // inference the forward with a BatchNorm's scale and shift and a ReLU fused; a 2x2
 // max pooling whose forward keeps each window's winner, so that its gradient is a single pass (plain
-// C++); and the three matrix products of a convolution computed on its patches (conv6, conv7), on
-// oneDNN's sgemm.
+// C++); the three matrix products of a convolution computed on its patches (conv6, conv7), on
+// oneDNN's sgemm; and the training loss, softmax cross-entropy straight on NCHW logits (plain C++).
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
 // then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps MindSpore's oneDNN at AVX2
