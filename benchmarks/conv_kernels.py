@@ -43,12 +43,18 @@ class _SwappedOp(_Op):
         return self.op(b, a)
 
 
-def _median_seconds(fn, *args):
-    fn(*args).asnumpy()
+def median_seconds(fn, *args, calls=5):
+    """Median seconds of ``calls`` calls of ``fn(*args)`` after one untimed, each waited for (its outputs
+    copied out); also used by loss_kernel.py."""
+    def call():
+        out = fn(*args)
+        for tensor in out if isinstance(out, tuple) else (out,):
+            tensor.asnumpy()
+    call()
     times = []
-    for _ in range(5):
+    for _ in range(calls):
         start = time.perf_counter()
-        fn(*args).asnumpy()
+        call()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -71,18 +77,25 @@ def measure(n, c, o, size):
            **{f"{name}_kernels": [onednn.kernel_name(op, n, c, o, size, size, 3, name) for op in onednn.TRAIN_OPS]
               for name in ONEDNN_LAYOUTS}}
     for name, (forward, dx, dw) in kernels.items():
-        seconds = [_median_seconds(forward, x, w), _median_seconds(dx, dout, w), _median_seconds(dw, dout, x)]
+        seconds = [median_seconds(forward, x, w), median_seconds(dx, dout, w), median_seconds(dw, dout, x)]
         row[name] = {op: {"s": s, "gflops": gflop / s} for op, s in zip(onednn.TRAIN_OPS, seconds)}
     return row
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def start(doc):
+    """The -o argument of a kernel benchmark whose docstring is ``doc``, MindSpore set up as fcn8s runs it on
+    CPU (its oneDNN capped before the first kernel), in graph mode; also used by loss_kernel.py."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("-o", "--output", help="JSON results file")
     args = parser.parse_args()
-    onednn.cap_mindspore_isa()   # MindSpore's kernels as fcn8s runs them (before their first use)
+    onednn.cap_mindspore_isa()
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
+    return args
+
+
+def main():
+    args = start(__doc__)
     rows = [measure(*shape) for shape in SHAPES]
     print(f"{'n, c->o, size':<18}{'kernels':<11}" + "".join(f"{op + ' GFLOP/s':>22}" for op in onednn.TRAIN_OPS))
     for r in rows:

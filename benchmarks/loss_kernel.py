@@ -5,10 +5,7 @@ pixels void) at the demo's batch and the two benchmark sizes. Each is a graph-mo
 of 10 calls after a warm-up:
     python benchmarks/loss_kernel.py [-o benchmarks/results/<cpu kind>/loss_kernel.json]
 """
-import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 
@@ -17,8 +14,9 @@ from mindspore import nn
 
 from fcn8s.fileio import atomic_write_text
 from fcn8s.host import host_record
-from fcn8s.kernels import onednn
 from fcn8s.loss import PixelCrossEntropy
+
+from conv_kernels import median_seconds, start   # this folder's, beside this script
 
 SHAPES = [(8, 21, 128), (2, 21, 256), (1, 21, 512)]   # n, classes, size
 IMPLS = ("native", "custom")
@@ -33,33 +31,18 @@ class _ValueAndGrad(nn.Cell):
         return self.value_and_grad(logits, labels)
 
 
-def _median_ms(fn, *args):
-    fn(*args)[1].asnumpy()
-    times = []
-    for _ in range(10):
-        start = time.perf_counter()
-        fn(*args)[1].asnumpy()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def measure(n, classes, size):
     rng = np.random.default_rng(0)
     logits = ms.Tensor(3 * rng.standard_normal((n, classes, size, size)).astype(np.float32))
     labels = rng.integers(0, classes, (n, size, size)).astype(np.int32)
     labels[rng.random(labels.shape) < 0.1] = 255
     labels = ms.Tensor(labels)
-    return {"shape": [n, classes, size], **{f"{impl}_ms": _median_ms(_ValueAndGrad(impl), logits, labels)
-                                           for impl in IMPLS}}
+    return {"shape": [n, classes, size],
+            **{f"{impl}_ms": 1000 * median_seconds(_ValueAndGrad(impl), logits, labels, calls=10) for impl in IMPLS}}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", help="JSON results file")
-    args = parser.parse_args()
-    onednn.cap_mindspore_isa()   # MindSpore's kernels as fcn8s runs them (before their first use)
-    ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device("CPU")
+    args = start(__doc__)
     rows = [measure(*shape) for shape in SHAPES]
     for r in rows:
         n, classes, size = r["shape"]
