@@ -595,7 +595,8 @@ bool loss_shapes(int nparam, int expected, int *ndims, int64_t **shapes, const c
                  PixelTiles *tiles, int64_t *count) {
     if (nparam != expected) return fail("cross entropy: expected " + std::to_string(expected) + " tensors");
     const int64_t *x = shapes[0], *y = shapes[1];
-    if (ndims[0] != 4 || std::strcmp(dtypes[0], "float32") != 0) return fail("cross entropy: logits must be float32 (n, C, h, w)");
+    if (ndims[0] != 4 || std::strcmp(dtypes[0], "float32") != 0)
+        return fail("cross entropy: logits must be float32 (n, C, h, w)");
     if (ndims[1] != 3 || std::strcmp(dtypes[1], "int32") != 0 || y[0] != x[0] || y[1] != x[2] || y[2] != x[3])
         return fail("cross entropy: labels must be int32 (n, h, w), the logits' n, h and w");
     if (ndims[2] != 1 || shapes[2][0] != 1 || std::strcmp(dtypes[2], "int32") != 0)
@@ -880,8 +881,8 @@ int cross_entropy_grad(int nparam, void **params, int *ndims, int64_t **shapes, 
     int64_t count;
     if (!loss_shapes(nparam, 6, ndims, shapes, dtypes, 3, &tiles, &count)) return 1;
     if (ndims[4] != 1 || shapes[4][0] != 1 || std::strcmp(dtypes[4], "float32") != 0 || ndims[5] != 4 ||
-        std::strcmp(dtypes[5], "float32") != 0)
-        return fail("cross entropy: expected a float32 scale (1,) and float32 dlogits");
+        std::strcmp(dtypes[5], "float32") != 0 || !std::equal(shapes[5], shapes[5] + 4, shapes[0]))
+        return fail("cross entropy: expected a float32 scale (1,) and float32 dlogits shaped as the logits");
     const float *logits = static_cast<const float *>(params[0]);
     const int32_t *labels = static_cast<const int32_t *>(params[1]);
     const int32_t ignore = *static_cast<const int32_t *>(params[2]);
