@@ -95,6 +95,17 @@ def loss_table(report):
     return lines
 
 
+def upsample_table(report):
+    lines = ["| x (n x classes x size²) -> y | MindSpore forward, ms | gradients | fcn8s forward, ms | gradients |",
+             "|---|---|---|---|---|"]
+    for r in report["rows"]:
+        n, classes, size = r["shape"]
+        native, custom = r["native"], r["custom"]
+        lines.append(f"| {n}x{classes}x{size // r['factor']}² -> {size}² | {native['forward_ms']:.1f} | "
+                     f"{native['gradients_ms']:.1f} | {custom['forward_ms']:.1f} | {custom['gradients_ms']:.1f} |")
+    return lines
+
+
 def profile_table(report):
     lines = ["| op (per step) | ms |", "|---|---|"]
     lines += [f"| {op} | {ms:.0f} |" for op, ms in report["per_op_ms"].items() if ms >= 5]
@@ -143,6 +154,10 @@ def print_tables(folder):
     if loss:
         print(f"### loss_kernel.json ({host_line(loss['host'])}; the loss's value and gradient)\n\n"
               + "\n".join(loss_table(loss)) + "\n")
+    upsample = _load(folder, "upsample_kernel.json")
+    if upsample:
+        print(f"### upsample_kernel.json ({host_line(upsample['host'])}; upscore8, x8, forward and both "
+              f"gradients)\n\n" + "\n".join(upsample_table(upsample)) + "\n")
     for name in ("profile_2x256.json", "profile_1x512.json", "profile_demo.json"):
         profile = _load(folder, name)
         if profile:

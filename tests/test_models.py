@@ -7,7 +7,7 @@ from fcn8s.architecture import BACKBONE_LAYERS
 from fcn8s.checkpoint import load_weights, save_checkpoint
 from fcn8s.kernels import LIBRARY_PLAN, plan as kernels_plan
 from fcn8s.models import FCN, bilinear_kernel
-from fcn8s.models.layers import FastGradConv2d, MaxPool
+from fcn8s.models.layers import FastGradConv2d, MaxPool, TransposedConv
 from fcn8s.models.vgg import conv_bn_relu_block
 from fcn8s.models.tutorial import TutorialFCN8s
 
@@ -176,6 +176,32 @@ def test_custom_max_pooling_matches_nn_maxpool2d(mode, shape, rng, onednn_kernel
     assert np.count_nonzero(results[0][2]) == dout.size   # one winner per window, none in a dropped row/column
 
 
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+@pytest.mark.parametrize("channels, factor, size", [
+    ((21, 21), 8, (3, 5)),    # FCN-8s's upscore8; 21 channels fill no register block (4 x 3) exactly
+    ((3, 7), 16, (2, 1)),     # FCN-16s's factor, more out channels than in, one input column
+    ((6, 2), 8, (1, 4)),      # one input row
+])
+def test_library_upsampling_matches_nn_conv2d_transpose(mode, channels, factor, size, rng, onednn_kernels):
+    up = TransposedConv(*channels, factor)
+    up.weight.set_data(_input(rng, channels[0], channels[1], 2 * factor, 2 * factor))
+    native = nn.Conv2dTranspose(*channels, 2 * factor, stride=factor, weight_init=ms.Tensor(up.weight.asnumpy()))
+    x = _input(rng, 2, channels[0], *size)
+    dout = _input(rng, 2, channels[1], size[0] * factor, size[1] * factor)
+    ms.set_context(mode=mode)
+    try:
+        results = []
+        for net in (up, native):
+            grad = ms.value_and_grad(_weighted_sum(net, dout), grad_position=0, weights=net.trainable_params())
+            value, (dx, (dw,)) = grad(x)
+            results.append((net(x).asnumpy(), value.asnumpy(), dx.asnumpy(), dw.asnumpy()))
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert results[0][0].shape == (2, channels[1], size[0] * factor, size[1] * factor)
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("kernels, conv_types", [
     ("mindspore", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d", "Conv2d"]),
     ("onednn", ["FastGradConv2d"] * 5),
@@ -195,6 +221,8 @@ def test_fast_and_native_models_have_the_same_loss_and_gradients(kernels, conv_t
     if library:
         assert [type(c.op).__name__ for c in convs] == ["OneDNNConv"] * 3 + ["GemmConv"] * 2
     assert type(fast.pool.pool).__name__ == ("MaxPool2x2" if library else "MaxPool2d")
+    assert [type(fast.upscore2).__name__, type(fast.upscore8).__name__] == (
+        ["Conv2dTranspose", "TransposedConv"] if library else ["Conv2dTranspose"] * 2)
     assert "FastGradConv2d" not in {type(cell).__name__ for _, cell in native.cells_and_names()}
     native_params = {p.name: p for p in native.get_parameters()}
     for p in fast.get_parameters():

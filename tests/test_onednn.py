@@ -235,6 +235,26 @@ def test_the_kernels_refuse_shapes_that_disagree(onednn_kernels, weight_shape, y
     assert np.all(y == 7.0)
 
 
+@pytest.mark.parametrize("weight_shape, y_shape, problem", [
+    ((3, 4, 16, 16), (1, 4, 16, 24), None),                          # agree: x8, 3 -> 4 channels
+    ((3, 4, 8, 8), (1, 4, 8, 12), "the weight must be (c, o, 2 s, 2 s) with s a multiple of 8"),   # x4
+    ((2, 4, 16, 16), (1, 4, 16, 24), "the weight must be"),         # the weight's in channels
+    ((3, 4, 16, 16), (1, 5, 16, 24), "the output must be (n, o, s h, s w)"),
+    ((3, 4, 16, 16), (1, 4, 16, 23), "the output must be"),
+])
+def test_the_upsampling_refuses_shapes_that_disagree(onednn_kernels, weight_shape, y_shape, problem):
+    lib = ctypes.CDLL(onednn.load())
+    lib.fcn8s_onednn_error.restype = ctypes.c_char_p
+    x = np.ones((1, 3, 2, 3), np.float32)
+    y = np.full(y_shape, 7.0, np.float32)
+    status = _library_call(lib, "upsample_forward", x, np.ones(weight_shape, np.float32), y)
+    if problem is None:   # a constant map of ones, upsampled: 3 input channels x 4 products (2 x 2 inputs) inside
+        assert status == 0 and np.all(y[:, :, 4:-4, 4:-4] == 12.0)
+        return
+    assert status == 1 and lib.fcn8s_onednn_error().decode().startswith("upsample: " + problem)
+    assert np.all(y == 7.0)
+
+
 # one image multiplies the tensors in place, more side by side; the input gradient is transposed into place in
 # 32 x 32 tiles, so positions over 32 and channel patches (45) over 32 cover partial tiles both ways
 @pytest.mark.parametrize("images, positions", [(1, 7), (3, 7), (2, 40)])
@@ -302,7 +322,7 @@ def test_auto_picks_per_layer_group_what_the_probe_measured_faster():
         fastest = min(names, key=lambda name: seconds[name])
         faster = seconds[fastest] < seconds["mindspore"] * (1 + probe.CLOSE)
         assert plan[layer] == (fastest if faster else kernels.MINDSPORE_PLAN[layer]), layer
-    assert plan["pool"] == "custom"
+    assert plan["pool"] == plan["upsample"] == plan["loss"] == "custom"
 
 
 def test_the_probe_measures_each_layer_group_at_its_resolution_and_width():
@@ -345,7 +365,8 @@ def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path
             "conv6 0.50 gemm, conv7 1.50 gemm (measured now") in note
     assert kernels.plan("onednn", library) == {
         "conv1": "onednn", "conv2": "onednn-any", "conv3": "flipped", "conv4": "onednn", "conv5": "onednn-any",
-        "conv6": "gemm", "conv7": "native", "pool": "custom", "loss": "custom"}
+        "conv6": "gemm", "conv7": "native", "pool": "custom", "upsample": "custom",
+        "loss": "custom"}
     again, note = probe.library_choice(0.5)
     assert again == library and "(cached in " in note and calls == [0.5]
     probe.library_choice(0.25)

@@ -1,5 +1,5 @@
-"""Which kernels run each convolution, the pooling and the loss: the one setting ``model.kernels``, and the plan
-it makes.
+"""Which kernels run each convolution, the pooling, the upsampling and the loss: the one setting
+``model.kernels``, and the plan it makes.
 
 The setting (``SETTINGS``):
 
@@ -9,26 +9,28 @@ The setting (``SETTINGS``):
   the input gradient as a flipped-kernel convolution, conv6 the weight gradient as one matmul.
 - ``onednn``: the kernel library of ``onednn.py`` (CPU only): the 3x3 convolutions of conv1-conv5 in
   oneDNN's channels-last kernels, conv6 and conv7 as matrix products on oneDNN's sgemm, and the max
-  pooling and the training loss in the library's own kernels.
+  pooling, the x8 (x16, x32) upsampling and the training loss in the library's own kernels.
 - ``auto``: on CPU where the library loads, per layer group (conv1..conv7) whichever measured fastest on
   this host (``probe.py``) of MindSpore's kernels and the library's ways to run it (``LIBRARY_CHOICES``:
   for conv1-conv5 oneDNN with the activations channels-last, or in the layout oneDNN prefers), the max
-  pooling and the loss in the library; elsewhere ``mindspore``.
+  pooling, the upsampling and the loss in the library; elsewhere ``mindspore``.
 
 A plan maps each convolution layer conv1..conv7 to how ``models.layers.make_conv`` makes it:
 ``native``, ``flipped`` (input gradient as a convolution), ``matmul`` (weight gradient as a matmul),
 ``onednn`` or ``onednn-any`` (conv1-conv5: channels-last, or oneDNN's choice of layout) or ``gemm``
 (conv6, conv7: the library's sgemm); and ``pool`` to how ``models.layers.MaxPool`` makes the max pooling:
 ``native`` or ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the
-library: it is used wherever that library loads); and ``loss`` to how ``loss.PixelCrossEntropy`` computes
-the training loss: ``native`` (MindSpore's ops) or ``custom`` (the library's, also wherever it loads).
+library: it is used wherever that library loads); ``upsample`` to how ``models.layers.make_upsample`` makes
+the head's transposed convolutions: ``native`` or ``custom`` (the library's for factors that are a multiple of
+8, also wherever it loads); and ``loss`` to how ``loss.PixelCrossEntropy`` computes the training loss:
+``native`` (MindSpore's ops) or ``custom`` (the library's, also wherever it loads).
 ``choose`` is the one place a setting becomes a plan.
 Importing this package loads neither MindSpore nor the kernels.
 """
 from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
 SETTINGS = ("auto", "mindspore", "onednn", "native")
-LAYERS = BACKBONE + FC_LAYERS + ("pool", "loss")
+LAYERS = BACKBONE + FC_LAYERS + ("pool", "upsample", "loss")
 # the kernel library's oneDNN convolutions, by plan name, and the activations' layout inside them: in this
 # order, Layout in onednn_conv.cc (onednn.py maps a name to it)
 ONEDNN_LAYOUTS = {"onednn": "NHWC", "onednn-any": "any layout"}
@@ -41,7 +43,8 @@ LIBRARY_PLAN = {layer: choices[0] for layer, choices in LIBRARY_CHOICES.items()}
 # the flipped-kernel input gradient wins on the 64-256-channel blocks, the native one on the 512-channel
 # blocks; conv6's native weight gradient is pathological; conv7 is a 1x1 convolution.
 MINDSPORE_PLAN = {"conv1": "flipped", "conv2": "flipped", "conv3": "flipped", "conv4": "native",
-                  "conv5": "native", "conv6": "matmul", "conv7": "native", "pool": "native", "loss": "native"}
+                  "conv5": "native", "conv6": "matmul", "conv7": "native", "pool": "native", "upsample": "native",
+                  "loss": "native"}
 
 
 def plan(setting, library=LIBRARY_PLAN):
@@ -53,16 +56,18 @@ def plan(setting, library=LIBRARY_PLAN):
     if setting == "mindspore":
         return dict(MINDSPORE_PLAN)
     if setting == "onednn":
-        return {**MINDSPORE_PLAN, **library, "pool": "custom", "loss": "custom"}
+        return {**MINDSPORE_PLAN, **library, "pool": "custom", "upsample": "custom", "loss": "custom"}
     raise ValueError(f"kernels must be one of {SETTINGS[1:]}, got {setting!r}")
 
 
 def describe(layer_plan):
-    """One line: which kernels each convolution layer group, the pooling and the loss run, for the log."""
+    """One line: which kernels each convolution layer group, the pooling, the upsampling and the loss run, for
+    the log and the results tables (a plan recorded before an entry existed ran MindSpore's for it)."""
     names = {**{way: f"oneDNN {layout}" for way, layout in ONEDNN_LAYOUTS.items()}, "gemm": "oneDNN sgemm",
              "custom": "fcn8s"}
-    return ", ".join(f"{layer} {names.get(layer_plan[layer], 'MindSpore')}" for layer in BACKBONE + FC_LAYERS) + (
-        f", max pool {names.get(layer_plan['pool'], 'MindSpore')}, loss {names.get(layer_plan['loss'], 'MindSpore')}")
+    labels = {**{layer: layer for layer in BACKBONE + FC_LAYERS}, "pool": "max pool", "upsample": "upsampling",
+              "loss": "loss"}
+    return ", ".join(f"{label} {names.get(layer_plan.get(layer), 'MindSpore')}" for layer, label in labels.items())
 
 
 def choose(setting, width):

@@ -30,8 +30,10 @@ from . import ONEDNN_LAYOUTS
 
 SOURCE = Path(__file__).resolve().parent / "onednn_conv.cc"
 # -O3 -fno-trapping-math: GCC vectorizes the loss kernels' class loops only with both (a float comparison that
-# may trap is control flow to it); nothing here uses floating-point exceptions
-CXXFLAGS = ("-O3", "-fno-trapping-math", "-std=c++17", "-fPIC", "-shared", "-pthread")
+# may trap is control flow to it); nothing here uses floating-point exceptions. -ffp-contract=fast: the
+# upsampling's multiply-adds become FMA instructions in its AVX2 + FMA build (-std=c++17 turns contraction off)
+CXXFLAGS = ("-O3", "-fno-trapping-math", "-ffp-contract=fast", "-std=c++17", "-fPIC", "-shared", "-pthread")
+UPSAMPLE_FACTOR_MULTIPLE = 8   # kLanes in onednn_conv.cc: the library upsamples by multiples of 8 only
 TRAIN_OPS = ("forward", "input_grad", "weight_grad")
 OPS = (*TRAIN_OPS, "forward_bn_relu")   # Op in onednn_conv.cc; the last is inference's, BatchNorm and ReLU fused
 CONV_SUFFIXES = ("", "_any_layout")   # the entry points' suffix per Layout in onednn_conv.cc

@@ -3,7 +3,9 @@
 // inference the forward with a BatchNorm's scale and shift and a ReLU fused; a 2x2
 // max pooling whose forward keeps each window's winner, so that its gradient is a single pass (plain
 // C++); the three matrix products of a convolution computed on its patches (conv6, conv7), on
-// oneDNN's sgemm; and the training loss, softmax cross-entropy straight on NCHW logits (plain C++).
+// oneDNN's sgemm; FCN's x8 (x16, x32) upsampling, a transposed convolution, and its two gradients
+// (plain C++, built a second time for AVX2 with FMA); and the training loss, softmax cross-entropy
+// straight on NCHW logits (plain C++).
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
 // then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps MindSpore's oneDNN at AVX2
@@ -609,6 +611,275 @@ bool loss_shapes(int nparam, int expected, int *ndims, int64_t **shapes, const c
     *count = x[0] * tiles->per_image;
     return true;
 }
+
+// ---- upsampling: FCN's transposed convolutions by a factor s that is a multiple of 8 (upsample_*) ----
+// nn.Conv2dTranspose(C, O, 2s, stride s, pad_mode 'same') on x (n, C, h, w) with weight (C, O, 2s, 2s): y (n, O,
+// s h, s w), padding p = s / 2. Output row Y takes input rows a = (Y + p) / s and a - 1 with kernel rows
+// r = (Y + p) % s and r + s, and likewise for columns, so each output pixel is a sum over C x 2 x 2 products
+// (FCN-8s's upscore8: 21 x 4 multiply-adds per output channel). MindSpore runs the op and its gradients as
+// general convolutions at about 14 GFLOP/s here (benchmarks/upsample_kernel.py); these loops keep 12 vectors
+// of 8 sums in registers (a 3 x 4 or 4 x 3 block) and run at the CPU's AVX2 with FMA where it has them.
+typedef float v8 __attribute__((vector_size(32), aligned(4)));   // GCC/Clang generic vector: 8 floats
+constexpr int64_t kLanes = 8;
+// register blocks: output channels x output column tiles (forward), input channels x input columns (input
+// gradient), input channels x output channels (weight gradient)
+constexpr int64_t kBlockC = 4, kBlockO = 3, kBlockTiles = 4, kBlockColumns = 3;
+#define FCN8S_INLINE inline __attribute__((always_inline))
+
+FCN8S_INLINE v8 load8(const float *p) { return *reinterpret_cast<const v8 *>(p); }
+FCN8S_INLINE void store8(float *p, v8 v) { *reinterpret_cast<v8 *>(p) = v; }
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+enum UpsampleOp { kUpsampleForward, kUpsampleInputGrad, kUpsampleWeightGrad };
+
+struct Upsampling {
+    int64_t n, c, o, h, w, s;   // x (n, c, h, w), weight (c, o, 2 s, 2 s), y (n, o, s h, s w)
+    int64_t cp, op;             // c and o rounded up to the register blocks: the padded weight's shape
+    int64_t k() const { return 2 * s; }
+    int64_t pad() const { return s / 2; }
+    // forward: output columns X + p in tiles of s, each reading input columns t and t - 1; x padded with a
+    // zero row and column before and zeros after to a whole block of tiles
+    int64_t tiles() const { return round_up(w + 1, kBlockTiles); }
+    int64_t padded_x_columns() const { return tiles() + 2; }
+    // gradients: dy's 2s rows under one input row, all channels, padded by p on both sides and to a whole
+    // block of columns (a strip, built per input row)
+    int64_t strip_columns() const { return (round_up(w, kBlockColumns) + 1) * s; }
+    int64_t strip_size() const { return op * k() * strip_columns(); }
+    int64_t weight_size() const { return cp * op * k() * k(); }
+};
+
+// The tensors of one upsample op; `out` is y, dx, or (weight gradient) each thread's sums (threads, cp, op, k, k).
+struct UpsampleTensors {
+    const float *x;    // forward: x padded (n, c, h + 2, padded_x_columns); weight gradient: x (n, c, h, w)
+    const float *dy;   // (n, o, s h, s w)
+    const float *wp;   // the weight padded to (cp, op, k, k) with zeros (forward, input gradient)
+    float *out;
+};
+
+FCN8S_INLINE void upsample_forward_rows(const Upsampling &u, const UpsampleTensors &t, float *row, int64_t begin,
+                                        int64_t end) {
+    const int64_t s = u.s, k = u.k(), p = u.pad(), height = u.h * s, width = u.w * s, xw = u.padded_x_columns();
+    const int64_t row_length = u.tiles() * s;
+    for (int64_t r = begin; r < end; ++r) {
+        const int64_t image = r / height, y = r % height, a = (y + p) / s, ky = (y + p) % s;
+        for (int64_t o0 = 0; o0 < u.op; o0 += kBlockO)
+            for (int64_t t0 = 0; t0 < u.tiles(); t0 += kBlockTiles)
+                for (int64_t q = 0; q < s; q += kLanes) {
+                    v8 sums[kBlockO][kBlockTiles] = {};
+                    for (int64_t ci = 0; ci < u.c; ++ci)
+                        for (int64_t up = 0; up < 2; ++up) {   // input rows a and a - 1
+                            const float *x = t.x + ((image * u.c + ci) * (u.h + 2) + a - up + 1) * xw + t0 + 1;
+                            for (int64_t left = 0; left < 2; ++left) {   // input columns t and t - 1
+                                const float *weight = t.wp + ((ci * u.op + o0) * k + ky + up * s) * k + left * s + q;
+                                v8 wv[kBlockO];
+                                for (int64_t i = 0; i < kBlockO; ++i) wv[i] = load8(weight + i * k * k);
+                                for (int64_t j = 0; j < kBlockTiles; ++j) {
+                                    const float xv = x[j - left];
+                                    for (int64_t i = 0; i < kBlockO; ++i) sums[i][j] += xv * wv[i];
+                                }
+                            }
+                        }
+                    for (int64_t i = 0; i < kBlockO; ++i)
+                        for (int64_t j = 0; j < kBlockTiles; ++j)
+                            store8(row + (o0 + i) * row_length + (t0 + j) * s + q, sums[i][j]);
+                }
+        for (int64_t oi = 0; oi < u.o; ++oi)
+            std::memcpy(t.out + ((image * u.o + oi) * height + y) * width, row + oi * row_length + p,
+                        sizeof(float) * width);
+    }
+}
+
+// strip (op, k, strip_columns): strip[o][ky][X + p] = dy[image, o, iy s - p + ky, X], zero outside dy
+FCN8S_INLINE void upsample_strip(const Upsampling &u, const float *dy, int64_t image, int64_t iy, float *strip) {
+    const int64_t s = u.s, k = u.k(), p = u.pad(), height = u.h * s, width = u.w * s, columns = u.strip_columns();
+    std::memset(strip, 0, sizeof(float) * u.strip_size());
+    for (int64_t oi = 0; oi < u.o; ++oi)
+        for (int64_t ky = 0; ky < k; ++ky) {
+            const int64_t y = iy * s - p + ky;
+            if (y >= 0 && y < height)
+                std::memcpy(strip + (oi * k + ky) * columns + p, dy + ((image * u.o + oi) * height + y) * width,
+                            sizeof(float) * width);
+        }
+}
+
+// dx[image, c, iy, ix] = sum over o, ky, kx of strip[o][ky][ix s + kx] weight[c, o, ky, kx]: 8 kx a vector
+FCN8S_INLINE void upsample_input_grad_row(const Upsampling &u, const UpsampleTensors &t, const float *strip,
+                                          int64_t image, int64_t iy) {
+    const int64_t s = u.s, k = u.k(), columns = u.strip_columns();
+    for (int64_t c0 = 0; c0 < u.cp; c0 += kBlockC)
+        for (int64_t x0 = 0; x0 < u.w; x0 += kBlockColumns) {
+            v8 sums[kBlockC][kBlockColumns] = {};
+            for (int64_t oi = 0; oi < u.op; ++oi)
+                for (int64_t ky = 0; ky < k; ++ky) {
+                    const float *dy = strip + (oi * k + ky) * columns + x0 * s;
+                    const float *weight = t.wp + ((c0 * u.op + oi) * k + ky) * k;
+                    for (int64_t q = 0; q < k; q += kLanes) {
+                        v8 dv[kBlockColumns];
+                        for (int64_t j = 0; j < kBlockColumns; ++j) dv[j] = load8(dy + j * s + q);
+                        for (int64_t i = 0; i < kBlockC; ++i) {
+                            const v8 wv = load8(weight + i * u.op * k * k + q);
+                            for (int64_t j = 0; j < kBlockColumns; ++j) sums[i][j] += wv * dv[j];
+                        }
+                    }
+                }
+            for (int64_t i = 0; i < kBlockC && c0 + i < u.c; ++i)
+                for (int64_t j = 0; j < kBlockColumns && x0 + j < u.w; ++j) {
+                    float sum = 0.0f;
+                    for (int64_t l = 0; l < kLanes; ++l) sum += sums[i][j][l];
+                    t.out[((image * u.c + c0 + i) * u.h + iy) * u.w + x0 + j] = sum;
+                }
+        }
+}
+
+// sums (cp, op, k, k) += x[image, c, iy, ix] strip[o][ky][ix s + kx] over ix; x_row (cp, w) is x's row iy
+FCN8S_INLINE void upsample_weight_grad_row(const Upsampling &u, const float *strip, const float *x_row,
+                                           float *grad) {
+    const int64_t s = u.s, k = u.k(), columns = u.strip_columns();
+    for (int64_t c0 = 0; c0 < u.cp; c0 += kBlockC)
+        for (int64_t o0 = 0; o0 < u.op; o0 += kBlockO)
+            for (int64_t ky = 0; ky < k; ++ky)
+                for (int64_t q = 0; q < k; q += kLanes) {
+                    float *g = grad + ((c0 * u.op + o0) * k + ky) * k + q;
+                    v8 sums[kBlockC][kBlockO];
+                    for (int64_t i = 0; i < kBlockC; ++i)
+                        for (int64_t j = 0; j < kBlockO; ++j) sums[i][j] = load8(g + (i * u.op + j) * k * k);
+                    for (int64_t ix = 0; ix < u.w; ++ix) {
+                        v8 dv[kBlockO];
+                        for (int64_t j = 0; j < kBlockO; ++j)
+                            dv[j] = load8(strip + ((o0 + j) * k + ky) * columns + ix * s + q);
+                        for (int64_t i = 0; i < kBlockC; ++i) {
+                            const float xv = x_row[(c0 + i) * u.w + ix];
+                            for (int64_t j = 0; j < kBlockO; ++j) sums[i][j] += xv * dv[j];
+                        }
+                    }
+                    for (int64_t i = 0; i < kBlockC; ++i)
+                        for (int64_t j = 0; j < kBlockO; ++j) store8(g + (i * u.op + j) * k * k, sums[i][j]);
+                }
+}
+
+// One thread's share of an upsample op: rows [begin, end) of y (forward) or of x (the gradients), with its
+// scratch (scratch_floats(op) floats) and, for the weight gradient, its sums at `grad`.
+FCN8S_INLINE void upsample_share(int op, const Upsampling &u, const UpsampleTensors &t, float *scratch, float *grad,
+                                 int64_t begin, int64_t end) {
+    if (op == kUpsampleForward) return upsample_forward_rows(u, t, scratch, begin, end);
+    if (op == kUpsampleWeightGrad) std::memset(grad, 0, sizeof(float) * u.weight_size());
+    float *x_row = scratch + u.strip_size();
+    for (int64_t r = begin; r < end; ++r) {
+        const int64_t image = r / u.h, iy = r % u.h;
+        upsample_strip(u, t.dy, image, iy, scratch);
+        if (op == kUpsampleInputGrad) {
+            upsample_input_grad_row(u, t, scratch, image, iy);
+            continue;
+        }
+        std::memset(x_row, 0, sizeof(float) * u.cp * u.w);
+        for (int64_t ci = 0; ci < u.c; ++ci)
+            std::memcpy(x_row + ci * u.w, t.x + ((image * u.c + ci) * u.h + iy) * u.w, sizeof(float) * u.w);
+        upsample_weight_grad_row(u, scratch, x_row, grad);
+    }
+}
+
+// The same code compiled twice: for AVX2 with FMA, and for the baseline x86-64 the library is built for.
+__attribute__((target("avx2,fma"))) void upsample_share_avx2(int op, const Upsampling &u, const UpsampleTensors &t,
+                                                             float *scratch, float *grad, int64_t begin, int64_t end) {
+    upsample_share(op, u, t, scratch, grad, begin, end);
+}
+void upsample_share_baseline(int op, const Upsampling &u, const UpsampleTensors &t, float *scratch, float *grad,
+                             int64_t begin, int64_t end) {
+    upsample_share(op, u, t, scratch, grad, begin, end);
+}
+
+int64_t scratch_floats(int op, const Upsampling &u) {
+    return op == kUpsampleForward ? u.op * u.tiles() * u.s : u.strip_size() + u.cp * u.w;
+}
+
+// Checks an upsample op's params and sets u: x (n, c, h, w), weight (c, o, 2s, 2s) with s a multiple of 8,
+// y (n, o, s h, s w), all float32, at the indices each op has them (see the entry points).
+bool upsample_shapes(int op, int nparam, int *ndims, int64_t **shapes, const char **dtypes, Upsampling *u) {
+    static const int kIndex[3][3] = {{0, 1, 2}, {2, 1, 0}, {0, 2, 1}};   // x, weight, y per UpsampleOp
+    if (nparam != 3) return fail("upsample: expected 2 inputs and 1 output");
+    for (int i = 0; i < 3; ++i)
+        if (ndims[i] != 4 || std::strcmp(dtypes[i], "float32") != 0)
+            return fail("upsample: expected float32 4-D tensors");
+    const int64_t *x = shapes[kIndex[op][0]], *weight = shapes[kIndex[op][1]], *y = shapes[kIndex[op][2]];
+    const int64_t k = weight[2];
+    if (weight[3] != k || k % (2 * kLanes) != 0 || weight[0] != x[1])
+        return fail("upsample: the weight must be (c, o, 2 s, 2 s) with s a multiple of " + std::to_string(kLanes) +
+                    " and c the input's channels");
+    const int64_t s = k / 2;
+    if (y[0] != x[0] || y[1] != weight[1] || y[2] != x[2] * s || y[3] != x[3] * s)
+        return fail("upsample: the output must be (n, o, s h, s w) for an input (n, c, h, w)");
+    *u = {x[0], x[1], weight[1], x[2], x[3], s, round_up(x[1], kBlockC), round_up(weight[1], kBlockO)};
+    return true;
+}
+
+// Per-thread scratch of the upsample ops; grows, never shrinks.
+std::vector<Buffer> thread_scratch;
+
+int upsample(int op, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+    Upsampling u;
+    if (!upsample_shapes(op, nparam, ndims, shapes, dtypes, &u)) return 1;
+    static const auto share = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                  ? upsample_share_avx2 : upsample_share_baseline;
+    std::lock_guard<std::mutex> lock(mutex);
+    const int64_t kk = u.k() * u.k();
+    UpsampleTensors t{};
+    if (op != kUpsampleWeightGrad) {
+        const float *weight = static_cast<const float *>(params[1]);
+        auto *wp = static_cast<float *>(buffers[kSlotWeights].reserve(sizeof(float) * u.weight_size()));
+        if (!wp) return fail("upsample: out of memory for a scratch buffer"), 1;
+        std::memset(wp, 0, sizeof(float) * u.weight_size());
+        for (int64_t i = 0; i < u.c; ++i)
+            for (int64_t j = 0; j < u.o; ++j)
+                std::memcpy(wp + (i * u.op + j) * kk, weight + (i * u.o + j) * kk, sizeof(float) * kk);
+        t.wp = wp;
+    }
+    int64_t rows = u.n * u.h;
+    if (op == kUpsampleForward) {
+        rows = u.n * u.h * u.s;
+        const int64_t xw = u.padded_x_columns(), size = u.n * u.c * (u.h + 2) * xw;
+        auto *xp = static_cast<float *>(buffers[kSlotSrc].reserve(sizeof(float) * size));
+        if (!xp) return fail("upsample: out of memory for a scratch buffer"), 1;
+        std::memset(xp, 0, sizeof(float) * size);
+        const float *x = static_cast<const float *>(params[0]);
+        for (int64_t plane = 0; plane < u.n * u.c; ++plane)
+            for (int64_t iy = 0; iy < u.h; ++iy)
+                std::memcpy(xp + (plane * (u.h + 2) + iy + 1) * xw + 1, x + (plane * u.h + iy) * u.w,
+                            sizeof(float) * u.w);
+        t.x = xp;
+    } else {
+        t.x = static_cast<const float *>(params[0]);
+        t.dy = static_cast<const float *>(params[op == kUpsampleInputGrad ? 0 : 1]);
+    }
+    t.out = static_cast<float *>(params[2]);
+    const int threads = pool.threads;
+    float *grads = nullptr;
+    if (op == kUpsampleWeightGrad &&
+        !(grads = static_cast<float *>(buffers[kSlotDst].reserve(sizeof(float) * threads * u.weight_size()))))
+        return fail("upsample: out of memory for a scratch buffer"), 1;
+    thread_scratch.resize(threads);
+    std::vector<char> out_of_memory(threads, 0);
+    pool.parallel_for(threads, [&](int i, int n) {
+        auto *scratch = static_cast<float *>(thread_scratch[i].reserve(sizeof(float) * scratch_floats(op, u)));
+        if (!scratch) {
+            out_of_memory[i] = 1;
+            return;
+        }
+        share(op, u, t, scratch, grads ? grads + i * u.weight_size() : nullptr, rows * i / n, rows * (i + 1) / n);
+    });
+    if (std::count(out_of_memory.begin(), out_of_memory.end(), 1))
+        return fail("upsample: out of memory for a scratch buffer"), 1;
+    if (grads)   // the threads' sums, added in thread order
+        parallel_split(u.c * u.o, [&](int64_t pair) {
+            const int64_t i = pair / u.o, j = pair % u.o;
+            float *dw = t.out + pair * kk;
+            for (int64_t e = 0; e < kk; ++e) {
+                float sum = 0.0f;
+                for (int th = 0; th < threads; ++th) sum += grads[th * u.weight_size() + (i * u.op + j) * kk + e];
+                dw[e] = sum;
+            }
+        });
+    return 0;
+}
 }  // namespace
 
 extern "C" {
@@ -905,5 +1176,16 @@ int cross_entropy_grad(int nparam, void **params, int *ndims, int64_t **shapes, 
     });
     return 0;
 }
+
+// Upsampling (see upsample above), as nn.Conv2dTranspose(c, o, 2 s, stride s, pad_mode 'same') with s a multiple
+// of 8. params: forward x (n, c, h, w), weight (c, o, 2 s, 2 s), y (n, o, s h, s w); input gradient dy, weight,
+// dx; weight gradient x, dy, dweight.
+#define FCN8S_UPSAMPLE_ENTRY(name, op)                                                                     \
+    int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *, void *) { \
+        return upsample(op, nparam, params, ndims, shapes, dtypes);                                         \
+    }
+FCN8S_UPSAMPLE_ENTRY(upsample_forward, kUpsampleForward)
+FCN8S_UPSAMPLE_ENTRY(upsample_input_grad, kUpsampleInputGrad)
+FCN8S_UPSAMPLE_ENTRY(upsample_weight_grad, kUpsampleWeightGrad)
 
 }  // extern "C"

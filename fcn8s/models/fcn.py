@@ -12,7 +12,7 @@ from mindspore import nn, ops
 
 from ..kernels import choose as choose_kernels, plan as kernels_plan
 from ..architecture import ARCHS, FC_CHANNELS, STRIDE, head_layers, pool_channels, scaled
-from .layers import MaxPool
+from .layers import MaxPool, make_upsample
 from .vgg import conv_bn_relu_block, vgg16_bn_blocks
 
 
@@ -31,11 +31,11 @@ def bilinear_kernel(in_channels, out_channels, kernel_size):
     return weight
 
 
-def _upsample(num_classes, factor, init):
+def _upsample(num_classes, factor, init, impl):
     kernel = 2 * factor
     weight_init = (ms.Tensor(bilinear_kernel(num_classes, num_classes, kernel))
                    if init == "bilinear" else "xavier_uniform")
-    return nn.Conv2dTranspose(num_classes, num_classes, kernel, stride=factor, weight_init=weight_init)
+    return make_upsample(num_classes, factor, impl, weight_init)
 
 
 def _score(in_channels, num_classes):
@@ -61,8 +61,8 @@ class FCN(nn.Cell):
         self.score_fr = _score(fc, num_classes)
         self.head = head_layers(arch)
         for layer in self.head:
-            setattr(self, layer.name, _upsample(num_classes, layer.factor, deconv_init) if layer.factor
-                    else _score(pool_channels(layer.pool, width), num_classes))
+            setattr(self, layer.name, _upsample(num_classes, layer.factor, deconv_init, layer_plan["upsample"])
+                    if layer.factor else _score(pool_channels(layer.pool, width), num_classes))
 
     def construct(self, x):
         h, w = x.shape[2], x.shape[3]

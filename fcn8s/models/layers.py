@@ -17,7 +17,8 @@ With ``kernels="gemm"`` (conv6, conv7) they are matrix products on the same libr
 The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so checkpoints are
 interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's. ``make_conv`` is
 the one place a convolution of the network is made, from the name the kernel plan gives its layer
-(``fcn8s.kernels``).
+(``fcn8s.kernels``); ``MaxPool`` and ``make_upsample`` make the max pooling and the head's transposed
+convolutions (TransposedConv: the library's, with nn.Conv2dTranspose's ``weight``) the same way.
 """
 import mindspore as ms
 from mindspore import nn, ops
@@ -195,6 +196,42 @@ class FastGradConv2d(nn.Cell):
         return isinstance(self.op, OneDNNConv)
 
 
+class LibraryUpsample(nn.Cell):
+    """Parameter-free upsample(x, weight): ``nn.Conv2dTranspose(c, o, 2 factor, stride=factor)``'s forward and
+    gradients in the kernel library (``upsample_*`` in fcn8s/kernels/onednn_conv.cc, CPU only), for a factor
+    that is a multiple of ``onednn.UPSAMPLE_FACTOR_MULTIPLE``. The op is linear, so the gradients need no
+    forward values: the input gradient from dout and the weight, the weight gradient from x and dout."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.forward = _library_op("upsample_forward", lambda x, w: (x[0], w[1], x[2] * factor, x[3] * factor))
+        self.input_grad = _library_op("upsample_input_grad",
+                                      lambda dout, w: (dout[0], w[0], dout[2] // factor, dout[3] // factor))
+        self.weight_grad = _library_op("upsample_weight_grad",
+                                       lambda x, dout: (x[1], dout[1], 2 * factor, 2 * factor))
+
+    def construct(self, x, weight):
+        return self.forward(x, weight)
+
+    def bprop(self, x, weight, out, dout):
+        return self.input_grad(dout, weight), self.weight_grad(x, dout)
+
+
+class TransposedConv(nn.Cell):
+    """Drop-in for ``nn.Conv2dTranspose(in_channels, out_channels, 2 factor, stride=factor)`` (pad_mode 'same',
+    no bias) on the kernel library's upsampling (LibraryUpsample): the same parameter ``weight`` (in, out, k, k),
+    so checkpoints are interchangeable, and outputs and gradients tested equal to nn.Conv2dTranspose's."""
+
+    def __init__(self, in_channels, out_channels, factor, weight_init="xavier_uniform"):
+        super().__init__()
+        shape = (in_channels, out_channels, 2 * factor, 2 * factor)
+        self.weight = ms.Parameter(initializer(weight_init, shape, ms.float32), name="weight")
+        self.op = LibraryUpsample(factor)
+
+    def construct(self, x):
+        return self.op(x, self.weight.value())   # one Load for the forward and bprop (see FastGradConv2d)
+
+
 class MaxPool2x2(nn.Cell):
     """``nn.MaxPool2d(2, 2)`` whose forward also keeps each window's winner and whose gradient scatters
     to it (``max_pool2x2_*`` in fcn8s/kernels/onednn_conv.cc, CPU only)."""
@@ -243,3 +280,15 @@ def make_conv(in_channels, out_channels, kernel_size, impl, weight_init="xavier_
     if impl not in options:
         raise ValueError(f"a convolution is made native, {', '.join(options)}; got {impl!r}")
     return FastGradConv2d(in_channels, out_channels, kernel_size, weight_init=weight_init, **options[impl])
+
+
+def make_upsample(channels, factor, impl, weight_init="xavier_uniform"):
+    """FCN's upsampling by ``factor`` (a transposed convolution, kernel 2 factor), made as a kernel plan names
+    it (``fcn8s.kernels``): "native" nn.Conv2dTranspose, or "custom": the kernel library's TransposedConv where
+    the factor is a multiple of ``onednn.UPSAMPLE_FACTOR_MULTIPLE`` (FCN-8s's upscore8, FCN-16s's upscore16,
+    FCN-32s's upscore32), nn.Conv2dTranspose for the others (the x2 layers: a few ms a step)."""
+    if impl not in ("native", "custom"):
+        raise ValueError(f"upsampling is made native or custom; got {impl!r}")
+    if impl == "custom" and factor % onednn.UPSAMPLE_FACTOR_MULTIPLE == 0:
+        return TransposedConv(channels, channels, factor, weight_init)
+    return nn.Conv2dTranspose(channels, channels, 2 * factor, stride=factor, weight_init=weight_init)

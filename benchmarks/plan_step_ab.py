@@ -1,0 +1,63 @@
+"""One kernel-plan entry, two ways, in the demo's train step: the median step time of each, interleaved in one
+process (rounds of steps, the order alternating), so that this machine's drift between minutes falls on both:
+    python benchmarks/plan_step_ab.py upsample native custom [-o benchmarks/results/<cpu kind>/ab_upsample.json]
+The rest of the plan is what ``model.kernels: auto`` picks on this host for the demo's width.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import mindspore as ms
+
+from fcn8s.bench_worker import random_batch
+from fcn8s.config import load_config
+from fcn8s.device import setup_device
+from fcn8s.fileio import atomic_write_text
+from fcn8s.host import host_record
+from fcn8s.kernels import LAYERS, choose
+from fcn8s.models import FCN
+from fcn8s.schedule import lr_per_step
+from fcn8s.train import build_train_step
+
+BATCH, SIZE, WIDTH = 8, 128, 0.25   # the demo's (fcn8s/configs/demo.yaml)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("entry", choices=LAYERS)
+    parser.add_argument("ways", nargs=2)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=8, help="steps per round")
+    parser.add_argument("-o", "--output", help="JSON results file")
+    args = parser.parse_args()
+    cfg = load_config(None, [("model.width", WIDTH), ("device.target", "CPU"), ("device.mode", "graph")])
+    setup = setup_device(cfg.device, announce=False)
+    plan, _ = choose("auto", WIDTH)
+    images, labels = (ms.Tensor(a) for a in random_batch(BATCH, SIZE))
+    steps = {}
+    for way in args.ways:
+        net = FCN("fcn8s", 21, WIDTH, kernels={**plan, args.entry: way})
+        steps[way], _ = build_train_step(net, cfg, setup, lr_per_step("constant", 0.01, 10_000), None)
+        for _ in range(3):   # compile and warm up
+            steps[way](images, labels).asnumpy()
+    times = {way: [] for way in args.ways}
+    for r in range(args.rounds):
+        for way in args.ways if r % 2 == 0 else args.ways[::-1]:
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                steps[way](images, labels).asnumpy()
+                times[way].append(time.perf_counter() - start)
+    medians = {way: statistics.median(t) for way, t in times.items()}
+    first, second = args.ways
+    print(", ".join(f"{args.entry} {way}: median {1000 * m:.1f} ms" for way, m in medians.items())
+          + f"; {second} / {first} {medians[second] / medians[first]:.3f}")
+    if args.output:
+        report = {"host": host_record(), "entry": args.entry, "plan": plan, "batch": BATCH, "size": SIZE,
+                  "width": WIDTH, "rounds": args.rounds, "steps_per_round": args.steps, "times_s": times,
+                  "median_s": medians}
+        atomic_write_text(args.output, json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
