@@ -23,6 +23,7 @@ $PY benchmarks/conv_kernels.py -o $R/conv_kernels.json
 $PY benchmarks/loss_kernel.py -o $R/loss_kernel.json
 $PY benchmarks/upsample_kernel.py -o $R/upsample_kernel.json
 $PY benchmarks/plan_step_ab.py upsample native custom -o $R/ab_upsample.json
+$PY benchmarks/plan_step_ab.py batchnorm native custom -o $R/ab_batchnorm.json
 $PY benchmarks/profile_step.py -o $R/profile_2x256.json
 $PY benchmarks/profile_step.py --batch 1 --size 512 -o $R/profile_1x512.json
 $PY benchmarks/profile_step.py --batch 8 --size 128 --width 0.25 -o $R/profile_demo.json

@@ -202,6 +202,36 @@ def test_library_upsampling_matches_nn_conv2d_transpose(mode, channels, factor, 
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_fused_training_batchnorm_relu_matches_nn_batchnorm2d_and_relu(mode, rng, onednn_kernels):
+    """Outputs, gradients and the moving statistics after a step, with channel means far from zero against their
+    spread (the input offset by 50) and gamma and beta away from 1 and 0."""
+    blocks = [conv_bn_relu_block(6, 10, num_convs=2, batchnorm=way) for way in ("custom", "native")]
+    for p in blocks[0].get_parameters():
+        value = (rng.uniform(-1.5, 1.5, p.shape) if p.name.endswith(("gamma", "beta")) else p.asnumpy())
+        p.set_data(ms.Tensor(np.asarray(value, np.float32)))
+    for fused, native in zip(blocks[0].get_parameters(), blocks[1].get_parameters()):
+        native.set_data(fused.data.copy())
+    x = ms.Tensor(rng.standard_normal((2, 6, 9, 11)).astype(np.float32) + 50)
+    dout = _input(rng, 2, 10, 9, 11)
+    ms.set_context(mode=mode)
+    try:
+        results = []
+        for block in blocks:
+            block.set_train(True)
+            grad = ms.value_and_grad(_weighted_sum(block, dout), grad_position=0, weights=block.trainable_params())
+            value, (dx, dparams) = grad(x)
+            moving = [p.asnumpy() for p in block.get_parameters() if p.name.endswith(("moving_mean", "variance"))]
+            results.append((value.asnumpy(), dx.asnumpy(), *(g.asnumpy() for g in dparams), *moving))
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert blocks[0].fused_training and not blocks[1].fused_training
+    assert len(results[0]) == 1 + 1 + 6 + 4   # value, dx, two convs' weights and BN gammas and betas, 2 x 2 moving
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert np.abs(results[0][-4] - 0).max() > 0.1   # the moving means moved (from 0)
+
+
 @pytest.mark.parametrize("kernels, conv_types", [
     ("mindspore", ["FastGradConv2d", "FastGradConv2d", "Conv2d", "FastGradConv2d", "Conv2d"]),
     ("onednn", ["FastGradConv2d"] * 5),
@@ -221,6 +251,7 @@ def test_fast_and_native_models_have_the_same_loss_and_gradients(kernels, conv_t
     if library:
         assert [type(c.op).__name__ for c in convs] == ["OneDNNConv"] * 3 + ["GemmConv"] * 2
     assert type(fast.pool.pool).__name__ == ("MaxPool2x2" if library else "MaxPool2d")
+    assert fast.conv1.fused_training == fast.conv7.fused_training == library
     assert [type(fast.upscore2).__name__, type(fast.upscore8).__name__] == (
         ["Conv2dTranspose", "TransposedConv"] if library else ["Conv2dTranspose"] * 2)
     assert "FastGradConv2d" not in {type(cell).__name__ for _, cell in native.cells_and_names()}

@@ -255,6 +255,27 @@ def test_the_upsampling_refuses_shapes_that_disagree(onednn_kernels, weight_shap
     assert np.all(y == 7.0)
 
 
+@pytest.mark.parametrize("gamma_shape, stats_shape, problem", [
+    ((3,), (2, 3), None),
+    ((4,), (2, 3), "gamma, beta and the moving statistics must be (c,)"),
+    ((3,), (3, 3), "the statistics must be (2, c)"),
+])
+def test_the_batchnorm_refuses_shapes_that_disagree(onednn_kernels, gamma_shape, stats_shape, problem):
+    lib = ctypes.CDLL(onednn.load())
+    lib.fcn8s_onednn_error.restype = ctypes.c_char_p
+    x = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
+    moving = [np.zeros(3, np.float32), np.ones(3, np.float32)]
+    y, stats = np.full_like(x, 7.0), np.full(stats_shape, 7.0, np.float32)
+    status = _library_call(lib, "batch_norm_relu_forward", x, np.ones(gamma_shape, np.float32), np.zeros(3, np.float32),
+                           np.array([1e-5], np.float32), *moving, np.array([0.1], np.float32), y, stats)
+    if problem is None:   # channel 1 of both images: 4..7 and 16..19, mean 11.5, squared deviations 298
+        assert status == 0
+        np.testing.assert_allclose([moving[0][1], moving[1][1]], [1.15, 0.9 + 0.1 * 298 / 7], rtol=1e-6)
+        return
+    assert status == 1 and lib.fcn8s_onednn_error().decode() == "batch norm: " + problem
+    assert np.all(y == 7.0) and np.all(stats == 7.0) and not moving[0].any() and np.all(moving[1] == 1.0)
+
+
 # one image multiplies the tensors in place, more side by side; the input gradient is transposed into place in
 # 32 x 32 tiles, so positions over 32 and channel patches (45) over 32 cover partial tiles both ways
 @pytest.mark.parametrize("images, positions", [(1, 7), (3, 7), (2, 40)])
@@ -322,7 +343,7 @@ def test_auto_picks_per_layer_group_what_the_probe_measured_faster():
         fastest = min(names, key=lambda name: seconds[name])
         faster = seconds[fastest] < seconds["mindspore"] * (1 + probe.CLOSE)
         assert plan[layer] == (fastest if faster else kernels.MINDSPORE_PLAN[layer]), layer
-    assert plan["pool"] == plan["upsample"] == plan["loss"] == "custom"
+    assert [plan[op] for op in kernels.LIBRARY_OPS] == ["custom"] * 4
 
 
 def test_the_probe_measures_each_layer_group_at_its_resolution_and_width():
@@ -365,8 +386,8 @@ def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path
             "conv6 0.50 gemm, conv7 1.50 gemm (measured now") in note
     assert kernels.plan("onednn", library) == {
         "conv1": "onednn", "conv2": "onednn-any", "conv3": "flipped", "conv4": "onednn", "conv5": "onednn-any",
-        "conv6": "gemm", "conv7": "native", "pool": "custom", "upsample": "custom",
-        "loss": "custom"}
+        "conv6": "gemm", "conv7": "native", "batchnorm": "custom", "pool": "custom",
+        "upsample": "custom", "loss": "custom"}
     again, note = probe.library_choice(0.5)
     assert again == library and "(cached in " in note and calls == [0.5]
     probe.library_choice(0.25)

@@ -1,5 +1,5 @@
-"""Which kernels run each convolution, the pooling, the upsampling and the loss: the one setting
-``model.kernels``, and the plan it makes.
+"""Which kernels run each convolution, the BatchNorms, the pooling, the upsampling and the loss: the one
+setting ``model.kernels``, and the plan it makes.
 
 The setting (``SETTINGS``):
 
@@ -8,17 +8,20 @@ The setting (``SETTINGS``):
 - ``mindspore``: MindSpore's kernels with cheaper gradients (``models/layers.py``): conv1-conv3 take
   the input gradient as a flipped-kernel convolution, conv6 the weight gradient as one matmul.
 - ``onednn``: the kernel library of ``onednn.py`` (CPU only): the 3x3 convolutions of conv1-conv5 in
-  oneDNN's channels-last kernels, conv6 and conv7 as matrix products on oneDNN's sgemm, and the max
-  pooling, the x8 (x16, x32) upsampling and the training loss in the library's own kernels.
+  oneDNN's channels-last kernels, conv6 and conv7 as matrix products on oneDNN's sgemm, and training's
+  BatchNorm + ReLU, the max pooling, the x8 (x16, x32) upsampling and the training loss in the library's
+  own kernels (``LIBRARY_OPS``).
 - ``auto``: on CPU where the library loads, per layer group (conv1..conv7) whichever measured fastest on
   this host (``probe.py``) of MindSpore's kernels and the library's ways to run it (``LIBRARY_CHOICES``:
-  for conv1-conv5 oneDNN with the activations channels-last, or in the layout oneDNN prefers), the max
-  pooling, the upsampling and the loss in the library; elsewhere ``mindspore``.
+  for conv1-conv5 oneDNN with the activations channels-last, or in the layout oneDNN prefers), and
+  ``LIBRARY_OPS`` in the library; elsewhere ``mindspore``.
 
 A plan maps each convolution layer conv1..conv7 to how ``models.layers.make_conv`` makes it:
 ``native``, ``flipped`` (input gradient as a convolution), ``matmul`` (weight gradient as a matmul),
 ``onednn`` or ``onednn-any`` (conv1-conv5: channels-last, or oneDNN's choice of layout) or ``gemm``
-(conv6, conv7: the library's sgemm); and ``pool`` to how ``models.layers.MaxPool`` makes the max pooling:
+(conv6, conv7: the library's sgemm); ``batchnorm`` to how ``models.vgg.ConvBNReLUBlock`` runs each
+BatchNorm and its ReLU in training: ``native`` (nn.BatchNorm2d, nn.ReLU) or ``custom`` (fused in the library,
+wherever it loads); ``pool`` to how ``models.layers.MaxPool`` makes the max pooling:
 ``native`` or ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the
 library: it is used wherever that library loads); ``upsample`` to how ``models.layers.make_upsample`` makes
 the head's transposed convolutions: ``native`` or ``custom`` (the library's for factors that are a multiple of
@@ -30,7 +33,7 @@ Importing this package loads neither MindSpore nor the kernels.
 from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
 SETTINGS = ("auto", "mindspore", "onednn", "native")
-LAYERS = BACKBONE + FC_LAYERS + ("pool", "upsample", "loss")
+LAYERS = BACKBONE + FC_LAYERS + ("batchnorm", "pool", "upsample", "loss")
 # the kernel library's oneDNN convolutions, by plan name, and the activations' layout inside them: in this
 # order, Layout in onednn_conv.cc (onednn.py maps a name to it)
 ONEDNN_LAYOUTS = {"onednn": "NHWC", "onednn-any": "any layout"}
@@ -38,13 +41,15 @@ ONEDNN_LAYOUTS = {"onednn": "NHWC", "onednn-any": "any layout"}
 # MINDSPORE_PLAN's, and the first is what model.kernels onednn takes (LIBRARY_PLAN)
 LIBRARY_CHOICES = {**dict.fromkeys(BACKBONE, tuple(ONEDNN_LAYOUTS)), **dict.fromkeys(FC_LAYERS, ("gemm",))}
 LIBRARY_PLAN = {layer: choices[0] for layer, choices in LIBRARY_CHOICES.items()}
+# the entries that take the library's own kernels ("custom") wherever it loads, unmeasured by the probe
+LIBRARY_OPS = ("batchnorm", "pool", "upsample", "loss")
 
 # MindSpore's kernels with the gradients that measured fastest for each layer (see models/layers.py):
 # the flipped-kernel input gradient wins on the 64-256-channel blocks, the native one on the 512-channel
 # blocks; conv6's native weight gradient is pathological; conv7 is a 1x1 convolution.
 MINDSPORE_PLAN = {"conv1": "flipped", "conv2": "flipped", "conv3": "flipped", "conv4": "native",
-                  "conv5": "native", "conv6": "matmul", "conv7": "native", "pool": "native", "upsample": "native",
-                  "loss": "native"}
+                  "conv5": "native", "conv6": "matmul", "conv7": "native", "batchnorm": "native", "pool": "native",
+                  "upsample": "native", "loss": "native"}
 
 
 def plan(setting, library=LIBRARY_PLAN):
@@ -56,17 +61,17 @@ def plan(setting, library=LIBRARY_PLAN):
     if setting == "mindspore":
         return dict(MINDSPORE_PLAN)
     if setting == "onednn":
-        return {**MINDSPORE_PLAN, **library, "pool": "custom", "upsample": "custom", "loss": "custom"}
+        return {**MINDSPORE_PLAN, **library, **dict.fromkeys(LIBRARY_OPS, "custom")}
     raise ValueError(f"kernels must be one of {SETTINGS[1:]}, got {setting!r}")
 
 
 def describe(layer_plan):
-    """One line: which kernels each convolution layer group, the pooling, the upsampling and the loss run, for
-    the log and the results tables (a plan recorded before an entry existed ran MindSpore's for it)."""
+    """One line: which kernels each convolution layer group, the BatchNorms, the pooling, the upsampling and the
+    loss run, for the log and the results tables (a plan recorded before an entry existed ran MindSpore's for it)."""
     names = {**{way: f"oneDNN {layout}" for way, layout in ONEDNN_LAYOUTS.items()}, "gemm": "oneDNN sgemm",
              "custom": "fcn8s"}
-    labels = {**{layer: layer for layer in BACKBONE + FC_LAYERS}, "pool": "max pool", "upsample": "upsampling",
-              "loss": "loss"}
+    labels = {**{layer: layer for layer in BACKBONE + FC_LAYERS}, "batchnorm": "BatchNorm+ReLU",
+              "pool": "max pool", "upsample": "upsampling", "loss": "loss"}
     return ", ".join(f"{label} {names.get(layer_plan.get(layer), 'MindSpore')}" for layer, label in labels.items())
 
 

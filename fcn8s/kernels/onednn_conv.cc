@@ -4,8 +4,8 @@
 // max pooling whose forward keeps each window's winner, so that its gradient is a single pass (plain
 // C++); the three matrix products of a convolution computed on its patches (conv6, conv7), on
 // oneDNN's sgemm; FCN's x8 (x16, x32) upsampling, a transposed convolution, and its two gradients
-// (plain C++, built a second time for AVX2 with FMA); and the training loss, softmax cross-entropy
-// straight on NCHW logits (plain C++).
+// (plain C++, built a second time for AVX2 with FMA); training's BatchNorm and ReLU fused, forward and
+// gradient (plain C++); and the training loss, softmax cross-entropy straight on NCHW logits (plain C++).
 //
 // Why: MindSpore 2.10 runs its CPU convolutions through oneDNN in NCHW. On AVX-512 hosts oneDNN
 // then picks a reference-grade kernel (about 1 GFLOP/s), so fcn8s caps MindSpore's oneDNN at AVX2
@@ -36,11 +36,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -880,6 +882,60 @@ int upsample(int op, int nparam, void **params, int *ndims, int64_t **shapes, co
         });
     return 0;
 }
+
+// ---- BatchNorm on the batch's statistics and ReLU, fused for training (batch_norm_relu_*) ----
+// y = relu(gamma (x - mean) / sqrt(var + eps) + beta) per channel of NCHW x, mean and var (biased) over the
+// images and pixels, and its gradient. MindSpore runs them as BatchNorm, ReLU, ReluGrad and BatchNormGrad, four
+// ops with a pass or two over the activation each; here the forward reads x twice (the statistics, then y),
+// the gradient reads dy, y and x twice (two sums per channel, then dx). Channels are split over the pool's
+// threads. Sums run in float lanes over chunks of kSumChunk pixels, each chunk added in double in a fixed order,
+// so they do not depend on the thread count; the forward sums x minus the channel's first value (a shift that
+// keeps the variance's E[d^2] - E[d]^2 from cancelling when the mean is large against the spread).
+constexpr int64_t kSumChunk = 2048;
+
+inline double lanes_sum(v8 v) {
+    double sum = 0.0;
+    for (int64_t l = 0; l < kLanes; ++l) sum += v[l];
+    return sum;
+}
+
+// Calls chunk(first, last) for consecutive chunks of up to kSumChunk of 0..size-1.
+template <typename F>
+void for_chunks(int64_t size, const F &chunk) {
+    for (int64_t first = 0; first < size; first += kSumChunk) chunk(first, std::min(size, first + kSumChunk));
+}
+
+struct ChannelTensors {
+    int64_t n, c, pixels;   // (n, c, h, w) with h w = pixels
+    template <typename T>
+    T *plane(T *t, int64_t image, int64_t channel) const { return t + (image * c + channel) * pixels; }
+};
+
+// Checks nparam tensors: those at `full` shaped as the first, (c,) at `per_channel`, (rows, c) at `table` for
+// each (index, rows) pair, (1,) at `scalars`, all float32; sets the channel layout.
+bool channel_shapes(int nparam, int expected, int *ndims, int64_t **shapes, const char **dtypes,
+                    std::initializer_list<int> full, std::initializer_list<int> per_channel,
+                    std::initializer_list<std::pair<int, int64_t>> tables, std::initializer_list<int> scalars,
+                    ChannelTensors *t) {
+    if (nparam != expected) return fail("batch norm: expected " + std::to_string(expected) + " tensors");
+    for (int i = 0; i < nparam; ++i)
+        if (std::strcmp(dtypes[i], "float32") != 0) return fail("batch norm: float32 only");
+    const int64_t *x = shapes[0];
+    if (ndims[0] != 4) return fail("batch norm: expected a 4-D (n, c, h, w) activation");
+    for (int i : full)
+        if (ndims[i] != 4 || !std::equal(shapes[i], shapes[i] + 4, x))
+            return fail("batch norm: the activations and their gradients must have one shape");
+    for (int i : per_channel)
+        if (ndims[i] != 1 || shapes[i][0] != x[1])
+            return fail("batch norm: gamma, beta and the moving statistics must be (c,)");
+    for (auto [i, rows] : tables)
+        if (ndims[i] != 2 || shapes[i][0] != rows || shapes[i][1] != x[1])
+            return fail("batch norm: the statistics must be (" + std::to_string(rows) + ", c)");
+    for (int i : scalars)
+        if (ndims[i] != 1 || shapes[i][0] != 1) return fail("batch norm: eps and momentum must be (1,)");
+    *t = {x[0], x[1], x[2] * x[3]};
+    return true;
+}
 }  // namespace
 
 extern "C" {
@@ -1187,5 +1243,113 @@ int cross_entropy_grad(int nparam, void **params, int *ndims, int64_t **shapes, 
 FCN8S_UPSAMPLE_ENTRY(upsample_forward, kUpsampleForward)
 FCN8S_UPSAMPLE_ENTRY(upsample_input_grad, kUpsampleInputGrad)
 FCN8S_UPSAMPLE_ENTRY(upsample_weight_grad, kUpsampleWeightGrad)
+
+// Training's BatchNorm and ReLU (see batch norm above). params x (n, c, h, w), gamma (c), beta (c), eps (1,),
+// moving_mean (c), moving_variance (c), momentum (1,), then the outputs y (n, c, h, w) and stats (2, c): the
+// batch's mean and 1 / sqrt(its biased variance + eps), which the gradient reuses. Like MindSpore's BatchNorm,
+// it updates the moving statistics in place (the op declares them written): moving = moving (1 - momentum) +
+// the batch's momentum, with the unbiased variance.
+int batch_norm_relu_forward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                            void *) {
+    ChannelTensors t;
+    if (!channel_shapes(nparam, 9, ndims, shapes, dtypes, {7}, {1, 2, 4, 5}, {{8, 2}}, {3, 6}, &t)) return 1;
+    const float *x = static_cast<const float *>(params[0]), *gamma = static_cast<const float *>(params[1]),
+                *beta = static_cast<const float *>(params[2]);
+    const float eps = *static_cast<const float *>(params[3]), momentum = *static_cast<const float *>(params[6]);
+    float *moving_mean = static_cast<float *>(params[4]), *moving_variance = static_cast<float *>(params[5]);
+    float *y = static_cast<float *>(params[7]), *stats = static_cast<float *>(params[8]);
+    const double count = static_cast<double>(t.n * t.pixels);
+    for_planes(t.c, [&](int64_t channel) {
+        const float first = *t.plane(x, 0, channel);
+        double sum = 0.0, squares = 0.0;   // of d = x - first
+        for (int64_t image = 0; image < t.n; ++image) {
+            const float *p = t.plane(x, image, channel);
+            for_chunks(t.pixels, [&](int64_t i, int64_t last) {
+                v8 lanes = {}, lane_squares = {};
+                float rest = 0.0f, rest_squares = 0.0f;
+                for (; i + kLanes <= last; i += kLanes) {
+                    const v8 d = load8(p + i) - first;
+                    lanes += d;
+                    lane_squares += d * d;
+                }
+                for (; i < last; ++i) {
+                    const float d = p[i] - first;
+                    rest += d;
+                    rest_squares += d * d;
+                }
+                sum += lanes_sum(lanes) + rest;
+                squares += lanes_sum(lane_squares) + rest_squares;
+            });
+        }
+        const double shifted_mean = sum / count, mean = first + shifted_mean;
+        const double var = std::max(0.0, squares / count - shifted_mean * shifted_mean);
+        const double invstd = 1.0 / std::sqrt(var + eps);
+        const float scale = static_cast<float>(gamma[channel] * invstd);
+        const float shift = static_cast<float>(beta[channel] - mean * scale);
+        for (int64_t image = 0; image < t.n; ++image) {
+            const float *p = t.plane(x, image, channel);
+            float *out = t.plane(y, image, channel);
+            for (int64_t i = 0; i < t.pixels; ++i) out[i] = std::max(p[i] * scale + shift, 0.0f);
+        }
+        stats[channel] = static_cast<float>(mean);
+        stats[t.c + channel] = static_cast<float>(invstd);
+        const double unbiased = count > 1 ? var * count / (count - 1) : var;
+        moving_mean[channel] = static_cast<float>(moving_mean[channel] * (1.0 - momentum) + mean * momentum);
+        moving_variance[channel] =
+            static_cast<float>(moving_variance[channel] * (1.0 - momentum) + unbiased * momentum);
+    });
+    return 0;
+}
+
+// Its gradient: params dy, y, x (n, c, h, w), gamma (c), stats (2, c) (the forward's), then the outputs dx
+// (n, c, h, w) and dparams (2, c): the gradients of gamma and beta. With g = dy where y > 0, else 0 (the ReLU's),
+// dbeta = sum g, dgamma = sum g (x - mean) invstd, dx = gamma invstd (g - dbeta / m - (x - mean) invstd^2
+// sum g (x - mean) / m), m the pixels of a channel in the batch.
+int batch_norm_relu_grad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                         void *) {
+    ChannelTensors t;
+    if (!channel_shapes(nparam, 7, ndims, shapes, dtypes, {1, 2, 5}, {3}, {{4, 2}, {6, 2}}, {}, &t)) return 1;
+    const float *dy = static_cast<const float *>(params[0]), *y = static_cast<const float *>(params[1]),
+                *x = static_cast<const float *>(params[2]), *gamma = static_cast<const float *>(params[3]),
+                *stats = static_cast<const float *>(params[4]);
+    float *dx = static_cast<float *>(params[5]), *dparams = static_cast<float *>(params[6]);
+    const double count = static_cast<double>(t.n * t.pixels);
+    for_planes(t.c, [&](int64_t channel) {
+        const float mean = stats[channel], invstd = stats[t.c + channel];
+        double sum = 0.0, centred = 0.0;   // of g and g (x - mean)
+        for (int64_t image = 0; image < t.n; ++image) {
+            const float *pdy = t.plane(dy, image, channel), *py = t.plane(y, image, channel),
+                        *px = t.plane(x, image, channel);
+            for_chunks(t.pixels, [&](int64_t i, int64_t last) {
+                v8 lanes = {}, lane_centred = {};
+                float rest = 0.0f, rest_centred = 0.0f;
+                for (; i + kLanes <= last; i += kLanes) {
+                    const v8 g = load8(py + i) > 0.0f ? load8(pdy + i) : v8{};
+                    lanes += g;
+                    lane_centred += g * (load8(px + i) - mean);
+                }
+                for (; i < last; ++i) {
+                    const float g = py[i] > 0.0f ? pdy[i] : 0.0f;
+                    rest += g;
+                    rest_centred += g * (px[i] - mean);
+                }
+                sum += lanes_sum(lanes) + rest;
+                centred += lanes_sum(lane_centred) + rest_centred;
+            });
+        }
+        const float a = gamma[channel] * invstd;
+        const float b = static_cast<float>(-a * invstd * invstd * centred / count);
+        const float c = static_cast<float>(-a * sum / count);
+        for (int64_t image = 0; image < t.n; ++image) {
+            const float *pdy = t.plane(dy, image, channel), *py = t.plane(y, image, channel),
+                        *px = t.plane(x, image, channel);
+            float *out = t.plane(dx, image, channel);
+            for (int64_t i = 0; i < t.pixels; ++i) out[i] = (py[i] > 0.0f ? pdy[i] : 0.0f) * a + (px[i] - mean) * b + c;
+        }
+        dparams[channel] = static_cast<float>(centred * invstd);
+        dparams[t.c + channel] = static_cast<float>(sum);
+    });
+    return 0;
+}
 
 }  // extern "C"

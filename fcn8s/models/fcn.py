@@ -56,8 +56,10 @@ class FCN(nn.Cell):
         self.conv1, self.conv2, self.conv3, self.conv4, self.conv5 = blocks
         self.pool = MaxPool(layer_plan["pool"])
         fc = scaled(FC_CHANNELS, width)
-        self.conv6 = conv_bn_relu_block(channels[4], fc, kernel_size=7, impl=layer_plan["conv6"])
-        self.conv7 = conv_bn_relu_block(fc, fc, kernel_size=1, impl=layer_plan["conv7"])
+        self.conv6 = conv_bn_relu_block(channels[4], fc, kernel_size=7, impl=layer_plan["conv6"],
+                                        batchnorm=layer_plan["batchnorm"])
+        self.conv7 = conv_bn_relu_block(fc, fc, kernel_size=1, impl=layer_plan["conv7"],
+                                        batchnorm=layer_plan["batchnorm"])
         self.score_fr = _score(fc, num_classes)
         self.head = head_layers(arch)
         for layer in self.head:

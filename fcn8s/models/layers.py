@@ -18,11 +18,13 @@ The parameter is the same ``weight`` of shape (out, in, k, k) as nn.Conv2d, so c
 interchangeable, and the outputs and gradients are tested equal to nn.Conv2d's. ``make_conv`` is
 the one place a convolution of the network is made, from the name the kernel plan gives its layer
 (``fcn8s.kernels``); ``MaxPool`` and ``make_upsample`` make the max pooling and the head's transposed
-convolutions (TransposedConv: the library's, with nn.Conv2dTranspose's ``weight``) the same way.
+convolutions (TransposedConv: the library's, with nn.Conv2dTranspose's ``weight``) the same way, and
+LibraryBatchNormReLU is the library's training BatchNorm + ReLU that ``vgg.ConvBNReLUBlock`` runs.
 """
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import initializer
+from mindspore.ops import signature as sig
 from mindspore.ops.operations import _grad_ops
 
 from ..kernels import ONEDNN_LAYOUTS, onednn
@@ -230,6 +232,47 @@ class TransposedConv(nn.Cell):
 
     def construct(self, x):
         return self.op(x, self.weight.value())   # one Load for the forward and bprop (see FastGradConv2d)
+
+
+class _UpdatesMovingStatistics(ops.Custom):
+    """A library op that writes its inputs moving_mean and moving_variance in place, declared as MindSpore's own
+    BatchNorm declares them (read-write inputs, a memory side effect), so that graph mode hands it the
+    Parameters themselves, in order with their other uses."""
+    __mindspore_signature__ = (
+        sig.make_sig("x"), sig.make_sig("gamma"), sig.make_sig("beta"), sig.make_sig("eps"),
+        sig.make_sig("moving_mean", sig.sig_rw.RW_WRITE), sig.make_sig("moving_variance", sig.sig_rw.RW_WRITE),
+        sig.make_sig("momentum"))
+
+    def __init__(self, func, out_shape, out_dtype):
+        super().__init__(func, out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
+        self.add_prim_attr("side_effect_mem", True)
+
+
+class LibraryBatchNormReLU(nn.Cell):
+    """relu(bn(x)) on the batch's statistics for training, ``bn`` an nn.BatchNorm2d whose moving statistics it
+    updates as nn.BatchNorm2d does, in the kernel library (``batch_norm_relu_*`` in fcn8s/kernels/onednn_conv.cc,
+    CPU only): MindSpore's four ops (BatchNorm, ReLU and their gradients) as two. Parameter-free: ``bn``'s
+    parameters are passed in by the caller (``construct(x, gamma, beta, moving_mean, moving_variance)``)."""
+
+    def __init__(self, eps, momentum):
+        super().__init__()
+        library = onednn.load()
+        self.eps = ms.Tensor([eps], ms.float32)
+        self.momentum = ms.Tensor([momentum], ms.float32)   # the batch's weight in the moving statistics
+        self.forward = _UpdatesMovingStatistics(f"{library}:batch_norm_relu_forward",
+                                                out_shape=lambda x, *rest: (x, (2, x[1])),
+                                                out_dtype=lambda x, *rest: (x, x))
+        self.grad = ops.Custom(f"{library}:batch_norm_relu_grad", func_type="aot",
+                               out_shape=lambda dy, y, x, gamma, stats: (x, (2, x[1])),
+                               out_dtype=lambda dy, *rest: (dy, dy))
+
+    def construct(self, x, gamma, beta, moving_mean, moving_variance):
+        return self.forward(x, gamma, beta, self.eps, moving_mean, moving_variance, self.momentum)
+
+    def bprop(self, x, gamma, beta, moving_mean, moving_variance, out, dout):
+        # stats (the batch's mean and 1 / sqrt(var + eps)) feed only the gradient: dout[1] is not used
+        dx, dparams = self.grad(dout[0], out[0], x, gamma, out[1])
+        return dx, dparams[0], dparams[1], ops.zeros_like(moving_mean), ops.zeros_like(moving_variance)
 
 
 class MaxPool2x2(nn.Cell):
