@@ -106,6 +106,14 @@ def upsample_table(report):
     return lines
 
 
+def ab_line(report):
+    """One line: the demo's train step with one kernel-plan entry made two ways (plan_step_ab.py)."""
+    (first, a), (second, b) = report["median_s"].items()
+    return (f"- the demo's train step ({report['batch']}x{report['size']}², width {report['width']:g}), "
+            f"{report['entry']} {first} {1000 * a:.1f} ms, {second} {1000 * b:.1f} ms: {second} / {first} "
+            f"{b / a:.2f} (medians of {report['rounds']} interleaved rounds of {report['steps_per_round']} steps)")
+
+
 def profile_table(report):
     lines = ["| op (per step) | ms |", "|---|---|"]
     lines += [f"| {op} | {ms:.0f} |" for op, ms in report["per_op_ms"].items() if ms >= 5]
@@ -158,6 +166,9 @@ def print_tables(folder):
     if upsample:
         print(f"### upsample_kernel.json ({host_line(upsample['host'])}; upscore8, x8, forward and both "
               f"gradients)\n\n" + "\n".join(upsample_table(upsample)) + "\n")
+    for path in sorted(folder.glob("ab_*.json")):
+        ab = _load(folder, path.name)
+        print(f"### {path.name} ({host_line(ab['host'])})\n\n{ab_line(ab)}\n")
     for name in ("profile_2x256.json", "profile_1x512.json", "profile_demo.json"):
         profile = _load(folder, name)
         if profile:
