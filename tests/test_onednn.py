@@ -276,6 +276,43 @@ def test_the_batchnorm_refuses_shapes_that_disagree(onednn_kernels, gamma_shape,
     assert np.all(y == 7.0) and np.all(stats == 7.0) and not moving[0].any() and np.all(moving[1] == 1.0)
 
 
+def _upsampling_reference(x, weight, dy, s):
+    """float64 transposed convolution (kernel 2s, stride s, padding s/2) of x by weight, and the gradients of
+    sum(y * dy) with respect to x and the weight, computed on the padded output as sums over input pixels."""
+    x, weight, dy = (a.astype(np.float64) for a in (x, weight, dy))
+    n, _, h, w = x.shape
+    k, p = 2 * s, s // 2
+    padded = np.zeros((n, weight.shape[1], (h + 1) * s, (w + 1) * s))   # the output with p on each side
+    dy_padded = np.zeros_like(padded)
+    dy_padded[:, :, p:p + h * s, p:p + w * s] = dy
+    dx, dweight = np.zeros_like(x), np.zeros_like(weight)
+    for iy in range(h):
+        for ix in range(w):
+            window = (slice(None), slice(None), slice(iy * s, iy * s + k), slice(ix * s, ix * s + k))
+            padded[window] += np.einsum("nc,cokl->nokl", x[:, :, iy, ix], weight)
+            dx[:, :, iy, ix] = np.einsum("nokl,cokl->nc", dy_padded[window], weight)
+            dweight += np.einsum("nc,nokl->cokl", x[:, :, iy, ix], dy_padded[window])
+    return padded[:, :, p:p + h * s, p:p + w * s], dx, dweight
+
+
+@pytest.mark.parametrize("baseline", [False, True], ids=["avx2-fma-where-present", "baseline"])
+def test_both_builds_of_the_upsampling_match_a_float64_reference(onednn_kernels, rng, baseline):
+    lib = ctypes.CDLL(onednn.load())
+    x = rng.standard_normal((2, 5, 3, 4)).astype(np.float32)    # 5 in, 7 out channels: no register block fits
+    weight = rng.standard_normal((5, 7, 16, 16)).astype(np.float32)
+    dy = rng.standard_normal((2, 7, 24, 32)).astype(np.float32)
+    y, dx, dweight = np.empty_like(dy), np.empty_like(x), np.empty_like(weight)
+    lib.fcn8s_upsample_baseline(int(baseline))
+    try:
+        assert _library_call(lib, "upsample_forward", x, weight, y) == 0
+        assert _library_call(lib, "upsample_input_grad", dy, weight, dx) == 0
+        assert _library_call(lib, "upsample_weight_grad", x, dy, dweight) == 0
+    finally:
+        lib.fcn8s_upsample_baseline(0)
+    for got, want in zip((y, dx, dweight), _upsampling_reference(x, weight, dy, 8)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
 # one image multiplies the tensors in place, more side by side; the input gradient is transposed into place in
 # 32 x 32 tiles, so positions over 32 and channel patches (45) over 32 cover partial tiles both ways
 @pytest.mark.parametrize("images, positions", [(1, 7), (3, 7), (2, 40)])
@@ -344,6 +381,14 @@ def test_auto_picks_per_layer_group_what_the_probe_measured_faster():
         faster = seconds[fastest] < seconds["mindspore"] * (1 + probe.CLOSE)
         assert plan[layer] == (fastest if faster else kernels.MINDSPORE_PLAN[layer]), layer
     assert [plan[op] for op in kernels.LIBRARY_OPS] == ["custom"] * 4
+
+
+def test_the_library_upsamples_only_where_the_cpu_has_avx2_with_fma(monkeypatch):
+    from fcn8s import host
+    for isa, way in (("avx512_core", "custom"), ("avx2", "custom"), ("sse41", "native"), ("", "native")):
+        monkeypatch.setattr(host, "cpu_isa", lambda isa=isa: isa)
+        plan = kernels.plan("onednn")
+        assert plan["upsample"] == way and plan["pool"] == plan["batchnorm"] == plan["loss"] == "custom", isa
 
 
 def test_the_probe_measures_each_layer_group_at_its_resolution_and_width():

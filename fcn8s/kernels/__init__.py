@@ -25,8 +25,8 @@ wherever it loads); ``pool`` to how ``models.layers.MaxPool`` makes the max pool
 ``native`` or ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the
 library: it is used wherever that library loads); ``upsample`` to how ``models.layers.make_upsample`` makes
 the head's transposed convolutions: ``native`` or ``custom`` (the library's for factors that are a multiple of
-8, also wherever it loads); and ``loss`` to how ``loss.PixelCrossEntropy`` computes the training loss:
-``native`` (MindSpore's ops) or ``custom`` (the library's, also wherever it loads).
+8, wherever it loads on a CPU with AVX2 and FMA); and ``loss`` to how ``loss.PixelCrossEntropy`` computes the
+training loss: ``native`` (MindSpore's ops) or ``custom`` (the library's, also wherever it loads).
 ``choose`` is the one place a setting becomes a plan.
 Importing this package loads neither MindSpore nor the kernels.
 """
@@ -61,8 +61,19 @@ def plan(setting, library=LIBRARY_PLAN):
     if setting == "mindspore":
         return dict(MINDSPORE_PLAN)
     if setting == "onednn":
-        return {**MINDSPORE_PLAN, **library, **dict.fromkeys(LIBRARY_OPS, "custom")}
+        return {**MINDSPORE_PLAN, **library, **_library_ops()}
     raise ValueError(f"kernels must be one of {SETTINGS[1:]}, got {setting!r}")
+
+
+def _library_ops():
+    """LIBRARY_OPS made "custom"; the upsampling only where the CPU has AVX2 with FMA, which its vectorised
+    build needs: its baseline build ran 10x slower than that one on the AVX2 development machine, slower than
+    MindSpore's own kernels."""
+    from ..host import cpu_isa
+    ways = dict.fromkeys(LIBRARY_OPS, "custom")
+    if cpu_isa() not in ("avx2", "avx512_core"):
+        ways["upsample"] = "native"
+    return ways
 
 
 def describe(layer_plan):

@@ -816,13 +816,15 @@ bool upsample_shapes(int op, int nparam, int *ndims, int64_t **shapes, const cha
 
 // Per-thread scratch of the upsample ops; grows, never shrinks.
 std::vector<Buffer> thread_scratch;
+// Set by fcn8s_upsample_baseline(): run the baseline build even where the CPU has AVX2 and FMA (for tests).
+bool upsample_baseline_only = false;
 
 int upsample(int op, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
     Upsampling u;
     if (!upsample_shapes(op, nparam, ndims, shapes, dtypes, &u)) return 1;
-    static const auto share = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                                  ? upsample_share_avx2 : upsample_share_baseline;
+    static const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     std::lock_guard<std::mutex> lock(mutex);
+    const auto share = avx2_fma && !upsample_baseline_only ? upsample_share_avx2 : upsample_share_baseline;
     const int64_t kk = u.k() * u.k();
     UpsampleTensors t{};
     if (op != kUpsampleWeightGrad) {
@@ -989,6 +991,13 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
 }
 
 const char *fcn8s_onednn_error() { return last_error.c_str(); }
+
+// Whether the upsample ops run their baseline build only (on != 0), or the AVX2 + FMA one where the CPU has
+// both (on = 0, the default); tests run both.
+void fcn8s_upsample_baseline(int on) {
+    std::lock_guard<std::mutex> lock(mutex);
+    upsample_baseline_only = on != 0;
+}
 
 // Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad, 3 forward + BN +
 // ReLU) with the activations in layout (0 channels-last, 1 oneDNN's choice) at this shape into out (e.g.
