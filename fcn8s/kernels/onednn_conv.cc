@@ -619,7 +619,7 @@ bool loss_shapes(int nparam, int expected, int *ndims, int64_t **shapes, const c
 // s h, s w), padding p = s / 2. Output row Y takes input rows a = (Y + p) / s and a - 1 with kernel rows
 // r = (Y + p) % s and r + s, and likewise for columns, so each output pixel is a sum over C x 2 x 2 products
 // (FCN-8s's upscore8: 21 x 4 multiply-adds per output channel). MindSpore runs the op and its gradients as
-// general convolutions at about 14 GFLOP/s here (benchmarks/upsample_kernel.py); these loops keep 12 vectors
+// general convolutions at 20-28 GFLOP/s here (benchmarks/upsample_kernel.py); these loops keep 12 vectors
 // of 8 sums in registers (a 3 x 4 or 4 x 3 block) and run at the CPU's AVX2 with FMA where it has them.
 typedef float v8 __attribute__((vector_size(32), aligned(4)));   // GCC/Clang generic vector: 8 floats
 constexpr int64_t kLanes = 8;
@@ -650,7 +650,7 @@ struct Upsampling {
     int64_t weight_size() const { return cp * op * k() * k(); }
 };
 
-// The tensors of one upsample op; `out` is y, dx, or (weight gradient) each thread's sums (threads, cp, op, k, k).
+// The tensors of one upsample op; `out` is y, dx or dweight (the threads' sums, added in upsample()).
 struct UpsampleTensors {
     const float *x;    // forward: x padded (n, c, h + 2, padded_x_columns); weight gradient: x (n, c, h, w)
     const float *dy;   // (n, o, s h, s w)
