@@ -1,6 +1,7 @@
 """Shared test set-up: MindSpore as quiet as the command line makes it, its oneDNN capped at AVX2 before
 its first kernel (what setup_device does for a run), and PyNative mode, which runs the small test
 networks without graph compilation."""
+import ctypes
 import logging
 import os
 
@@ -30,6 +31,24 @@ def onednn_kernels():
     usable, why = onednn.available()
     if not usable:
         pytest.skip(f"oneDNN kernels unavailable: {why}")
+
+
+@pytest.fixture
+def baseline_build(onednn_kernels):
+    """The kernel library's own loops (the loss, the upsampling, training's BatchNorm) in their baseline x86-64
+    build for the test, not the AVX2 + FMA one a CPU with both runs (onednn_conv.cc, vectorised)."""
+    lib = ctypes.CDLL(onednn.load())
+    lib.fcn8s_baseline_build(1)
+    yield
+    lib.fcn8s_baseline_build(0)
+
+
+@pytest.fixture(params=["avx2-fma-where-present", "baseline"])
+def library_build(request, onednn_kernels):
+    """Runs the test in each build of the kernel library's own loops (see baseline_build)."""
+    if request.param == "baseline":
+        request.getfixturevalue("baseline_build")
+    return request.param
 
 
 @pytest.fixture

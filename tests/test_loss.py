@@ -8,11 +8,14 @@ from mindspore import nn
 from fcn8s.loss import PixelCrossEntropy
 
 
-@pytest.fixture(params=["native", "custom"])
+@pytest.fixture(params=["native", "custom", "custom-baseline"])
 def impl(request):
-    if request.param == "custom":
+    """MindSpore's ops, or the library's kernels in each of their builds (conftest.baseline_build)."""
+    if request.param != "native":
         request.getfixturevalue("onednn_kernels")   # skips where the kernel library does not load
-    return request.param
+    if request.param == "custom-baseline":
+        request.getfixturevalue("baseline_build")
+    return request.param.split("-")[0]
 
 
 def _value_and_grad(loss_fn, logits, labels):

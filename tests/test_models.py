@@ -203,7 +203,7 @@ def test_library_upsampling_matches_nn_conv2d_transpose(mode, channels, factor, 
 
 
 @pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
-def test_fused_training_batchnorm_relu_matches_nn_batchnorm2d_and_relu(mode, rng, onednn_kernels):
+def test_fused_training_batchnorm_relu_matches_nn_batchnorm2d_and_relu(mode, rng, library_build):
     """Outputs, gradients and the moving statistics after a step, with channel means far from zero against their
     spread (the input offset by 50) and gamma and beta away from 1 and 0."""
     blocks = [conv_bn_relu_block(6, 10, num_convs=2, batchnorm=way) for way in ("custom", "native")]

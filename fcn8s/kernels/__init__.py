@@ -21,7 +21,7 @@ A plan maps each convolution layer conv1..conv7 to how ``models.layers.make_conv
 ``onednn`` or ``onednn-any`` (conv1-conv5: channels-last, or oneDNN's choice of layout) or ``gemm``
 (conv6, conv7: the library's sgemm); ``batchnorm`` to how ``models.vgg.ConvBNReLUBlock`` runs each
 BatchNorm and its ReLU in training: ``native`` (nn.BatchNorm2d, nn.ReLU) or ``custom`` (fused in the library,
-wherever it loads); ``pool`` to how ``models.layers.MaxPool`` makes the max pooling:
+wherever it loads on a CPU with AVX2 and FMA); ``pool`` to how ``models.layers.MaxPool`` makes the max pooling:
 ``native`` or ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the
 library: it is used wherever that library loads); ``upsample`` to how ``models.layers.make_upsample`` makes
 the head's transposed convolutions: ``native`` or ``custom`` (the library's for factors that are a multiple of
@@ -65,14 +65,18 @@ def plan(setting, library=LIBRARY_PLAN):
     raise ValueError(f"kernels must be one of {SETTINGS[1:]}, got {setting!r}")
 
 
+# the LIBRARY_OPS the library runs only where the CPU has AVX2 with FMA: in their baseline x86-64 (SSE2) build
+# they made the demo's train step slower than MindSpore's own kernels did on the AVX2 development machine
+# (benchmarks/plan_step_ab.py --baseline-build); the pooling has no vector loops
+NEED_AVX2 = ("batchnorm", "upsample")
+
+
 def _library_ops():
-    """LIBRARY_OPS made "custom"; the upsampling only where the CPU has AVX2 with FMA, which its vectorised
-    build needs: its baseline build ran 10x slower than that one on the AVX2 development machine, slower than
-    MindSpore's own kernels."""
+    """LIBRARY_OPS made "custom", those of NEED_AVX2 only where the CPU has AVX2 with FMA."""
     from ..host import cpu_isa
     ways = dict.fromkeys(LIBRARY_OPS, "custom")
     if cpu_isa() not in ("avx2", "avx512_core"):
-        ways["upsample"] = "native"
+        ways.update(dict.fromkeys(NEED_AVX2, "native"))
     return ways
 
 

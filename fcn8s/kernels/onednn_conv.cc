@@ -507,6 +507,37 @@ void for_planes(int64_t planes, const F &plane_fn) {
     parallel_split(planes, plane_fn);
 }
 
+// The library's own loops (the loss, the upsampling, training's BatchNorm) are written once and built twice: for
+// AVX2 with FMA, and for the baseline x86-64 the library is compiled for (SSE2), where GCC splits each 8-float
+// vector operation (the BatchNorm ran 4x slower there than built for AVX2). vectorised(f) runs f inlined
+// ("flatten") into the build this CPU can run.
+bool baseline_build_only = false;   // set by fcn8s_baseline_build() (tests run both builds)
+
+bool cpu_has_avx2_fma() {
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return has;
+}
+
+template <typename F>
+__attribute__((target("avx2,fma"), flatten)) void run_avx2_fma(const F &f) { f(); }
+
+template <typename F>
+__attribute__((flatten)) void run_baseline(const F &f) { f(); }
+
+template <typename F>
+void vectorised(const F &f) {
+    if (cpu_has_avx2_fma() && !baseline_build_only)
+        run_avx2_fma(f);
+    else
+        run_baseline(f);
+}
+
+// for_planes with each plane's work in the build this CPU can run (vectorised)
+template <typename F>
+void for_planes_vectorised(int64_t planes, const F &plane_fn) {
+    for_planes(planes, [&](int64_t p) { vectorised([&] { plane_fn(p); }); });
+}
+
 // Copies src (a, b, p) to dst (b, a, p): the images' matrices side by side, (n, R, P) -> (R, n P), and back.
 void swap_leading(const float *src, float *dst, int64_t a, int64_t b, int64_t p) {
     parallel_split(b, [&](int64_t j) {
@@ -626,10 +657,9 @@ constexpr int64_t kLanes = 8;
 // register blocks: output channels x output column tiles (forward), input channels x input columns (input
 // gradient), input channels x output channels (weight gradient)
 constexpr int64_t kBlockC = 4, kBlockO = 3, kBlockTiles = 4, kBlockColumns = 3;
-#define FCN8S_INLINE inline __attribute__((always_inline))
 
-FCN8S_INLINE v8 load8(const float *p) { return *reinterpret_cast<const v8 *>(p); }
-FCN8S_INLINE void store8(float *p, v8 v) { *reinterpret_cast<v8 *>(p) = v; }
+inline v8 load8(const float *p) { return *reinterpret_cast<const v8 *>(p); }
+inline void store8(float *p, v8 v) { *reinterpret_cast<v8 *>(p) = v; }
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 enum UpsampleOp { kUpsampleForward, kUpsampleInputGrad, kUpsampleWeightGrad };
@@ -658,7 +688,7 @@ struct UpsampleTensors {
     float *out;
 };
 
-FCN8S_INLINE void upsample_forward_rows(const Upsampling &u, const UpsampleTensors &t, float *row, int64_t begin,
+inline void upsample_forward_rows(const Upsampling &u, const UpsampleTensors &t, float *row, int64_t begin,
                                         int64_t end) {
     const int64_t s = u.s, k = u.k(), p = u.pad(), height = u.h * s, width = u.w * s, xw = u.padded_x_columns();
     const int64_t row_length = u.tiles() * s;
@@ -692,7 +722,7 @@ FCN8S_INLINE void upsample_forward_rows(const Upsampling &u, const UpsampleTenso
 }
 
 // strip (op, k, strip_columns): strip[o][ky][X + p] = dy[image, o, iy s - p + ky, X], zero outside dy
-FCN8S_INLINE void upsample_strip(const Upsampling &u, const float *dy, int64_t image, int64_t iy, float *strip) {
+inline void upsample_strip(const Upsampling &u, const float *dy, int64_t image, int64_t iy, float *strip) {
     const int64_t s = u.s, k = u.k(), p = u.pad(), height = u.h * s, width = u.w * s, columns = u.strip_columns();
     std::memset(strip, 0, sizeof(float) * u.strip_size());
     for (int64_t oi = 0; oi < u.o; ++oi)
@@ -705,7 +735,7 @@ FCN8S_INLINE void upsample_strip(const Upsampling &u, const float *dy, int64_t i
 }
 
 // dx[image, c, iy, ix] = sum over o, ky, kx of strip[o][ky][ix s + kx] weight[c, o, ky, kx]: 8 kx a vector
-FCN8S_INLINE void upsample_input_grad_row(const Upsampling &u, const UpsampleTensors &t, const float *strip,
+inline void upsample_input_grad_row(const Upsampling &u, const UpsampleTensors &t, const float *strip,
                                           int64_t image, int64_t iy) {
     const int64_t s = u.s, k = u.k(), columns = u.strip_columns();
     for (int64_t c0 = 0; c0 < u.cp; c0 += kBlockC)
@@ -734,7 +764,7 @@ FCN8S_INLINE void upsample_input_grad_row(const Upsampling &u, const UpsampleTen
 }
 
 // sums (cp, op, k, k) += x[image, c, iy, ix] strip[o][ky][ix s + kx] over ix; x_row (cp, w) is x's row iy
-FCN8S_INLINE void upsample_weight_grad_row(const Upsampling &u, const float *strip, const float *x_row,
+inline void upsample_weight_grad_row(const Upsampling &u, const float *strip, const float *x_row,
                                            float *grad) {
     const int64_t s = u.s, k = u.k(), columns = u.strip_columns();
     for (int64_t c0 = 0; c0 < u.cp; c0 += kBlockC)
@@ -761,7 +791,7 @@ FCN8S_INLINE void upsample_weight_grad_row(const Upsampling &u, const float *str
 
 // One thread's share of an upsample op: rows [begin, end) of y (forward) or of x (the gradients), with its
 // scratch (scratch_floats(op) floats) and, for the weight gradient, its sums at `grad`.
-FCN8S_INLINE void upsample_share(int op, const Upsampling &u, const UpsampleTensors &t, float *scratch, float *grad,
+inline void upsample_share(int op, const Upsampling &u, const UpsampleTensors &t, float *scratch, float *grad,
                                  int64_t begin, int64_t end) {
     if (op == kUpsampleForward) return upsample_forward_rows(u, t, scratch, begin, end);
     if (op == kUpsampleWeightGrad) std::memset(grad, 0, sizeof(float) * u.weight_size());
@@ -778,16 +808,6 @@ FCN8S_INLINE void upsample_share(int op, const Upsampling &u, const UpsampleTens
             std::memcpy(x_row + ci * u.w, t.x + ((image * u.c + ci) * u.h + iy) * u.w, sizeof(float) * u.w);
         upsample_weight_grad_row(u, scratch, x_row, grad);
     }
-}
-
-// The same code compiled twice: for AVX2 with FMA, and for the baseline x86-64 the library is built for.
-__attribute__((target("avx2,fma"))) void upsample_share_avx2(int op, const Upsampling &u, const UpsampleTensors &t,
-                                                             float *scratch, float *grad, int64_t begin, int64_t end) {
-    upsample_share(op, u, t, scratch, grad, begin, end);
-}
-void upsample_share_baseline(int op, const Upsampling &u, const UpsampleTensors &t, float *scratch, float *grad,
-                             int64_t begin, int64_t end) {
-    upsample_share(op, u, t, scratch, grad, begin, end);
 }
 
 int64_t scratch_floats(int op, const Upsampling &u) {
@@ -816,15 +836,11 @@ bool upsample_shapes(int op, int nparam, int *ndims, int64_t **shapes, const cha
 
 // Per-thread scratch of the upsample ops; grows, never shrinks.
 std::vector<Buffer> thread_scratch;
-// Set by fcn8s_upsample_baseline(): run the baseline build even where the CPU has AVX2 and FMA (for tests).
-bool upsample_baseline_only = false;
 
 int upsample(int op, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
     Upsampling u;
     if (!upsample_shapes(op, nparam, ndims, shapes, dtypes, &u)) return 1;
-    static const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     std::lock_guard<std::mutex> lock(mutex);
-    const auto share = avx2_fma && !upsample_baseline_only ? upsample_share_avx2 : upsample_share_baseline;
     const int64_t kk = u.k() * u.k();
     UpsampleTensors t{};
     if (op != kUpsampleWeightGrad) {
@@ -868,7 +884,8 @@ int upsample(int op, int nparam, void **params, int *ndims, int64_t **shapes, co
             out_of_memory[i] = 1;
             return;
         }
-        share(op, u, t, scratch, grads ? grads + i * u.weight_size() : nullptr, rows * i / n, rows * (i + 1) / n);
+        float *grad = grads ? grads + i * u.weight_size() : nullptr;
+        vectorised([&] { upsample_share(op, u, t, scratch, grad, rows * i / n, rows * (i + 1) / n); });
     });
     if (std::count(out_of_memory.begin(), out_of_memory.end(), 1))
         return fail("upsample: out of memory for a scratch buffer"), 1;
@@ -901,17 +918,46 @@ inline double lanes_sum(v8 v) {
     return sum;
 }
 
-// Calls chunk(first, last) for consecutive chunks of up to kSumChunk of 0..size-1.
-template <typename F>
-void for_chunks(int64_t size, const F &chunk) {
-    for (int64_t first = 0; first < size; first += kSumChunk) chunk(first, std::min(size, first + kSumChunk));
-}
+template <typename V>
+inline V load_as(const float *p);
+template <>
+inline v8 load_as<v8>(const float *p) { return load8(p); }
+template <>
+inline float load_as<float>(const float *p) { return *p; }
 
 struct ChannelTensors {
     int64_t n, c, pixels;   // (n, c, h, w) with h w = pixels
+    int64_t offset(int64_t image, int64_t channel) const { return (image * c + channel) * pixels; }
     template <typename T>
-    T *plane(T *t, int64_t image, int64_t channel) const { return t + (image * c + channel) * pixels; }
+    T *plane(T *t, int64_t image, int64_t channel) const { return t + offset(image, channel); }
 };
+
+// Two sums over a channel's pixels in all the images: terms(V{}, image, i) gives the pair of terms at pixel i
+// of that image's plane, as V = v8 (kLanes pixels from i) or V = float (pixel i alone, for a chunk's tail).
+template <typename Terms>
+std::pair<double, double> channel_sums(const ChannelTensors &t, const Terms &terms) {
+    double first = 0.0, second = 0.0;
+    for (int64_t image = 0; image < t.n; ++image)
+        for (int64_t start = 0; start < t.pixels; start += kSumChunk) {
+            const int64_t last = std::min(t.pixels, start + kSumChunk);
+            v8 lanes_first = {}, lanes_second = {};
+            float rest_first = 0.0f, rest_second = 0.0f;
+            int64_t i = start;
+            for (; i + kLanes <= last; i += kLanes) {
+                const auto [a, b] = terms(v8{}, image, i);
+                lanes_first += a;
+                lanes_second += b;
+            }
+            for (; i < last; ++i) {
+                const auto [a, b] = terms(0.0f, image, i);
+                rest_first += a;
+                rest_second += b;
+            }
+            first += lanes_sum(lanes_first) + rest_first;
+            second += lanes_sum(lanes_second) + rest_second;
+        }
+    return {first, second};
+}
 
 // Checks nparam tensors: those at `full` shaped as the first, (c,) at `per_channel`, (rows, c) at `table` for
 // each (index, rows) pair, (1,) at `scalars`, all float32; sets the channel layout.
@@ -992,11 +1038,11 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
 
 const char *fcn8s_onednn_error() { return last_error.c_str(); }
 
-// Whether the upsample ops run their baseline build only (on != 0), or the AVX2 + FMA one where the CPU has
-// both (on = 0, the default); tests run both.
-void fcn8s_upsample_baseline(int on) {
+// Whether the library's own loops (see vectorised) run their baseline build only (on != 0), or the AVX2 + FMA
+// one where the CPU has both (on = 0, the default); tests run both.
+void fcn8s_baseline_build(int on) {
     std::lock_guard<std::mutex> lock(mutex);
-    upsample_baseline_only = on != 0;
+    baseline_build_only = on != 0;
 }
 
 // Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad, 3 forward + BN +
@@ -1166,7 +1212,7 @@ int cross_entropy_forward(int nparam, void **params, int *ndims, int64_t **shape
     std::vector<double> tile_loss(count);
     std::vector<int64_t> tile_labelled(count);
     std::vector<int32_t> bad_label(count, ignore);
-    for_planes(count, [&](int64_t tile) {
+    for_planes_vectorised(count, [&](int64_t tile) {
         int64_t logit0, pixel0, len;
         tiles.at(tile, &logit0, &pixel0, &len);
         const float *x = logits + logit0;
@@ -1226,7 +1272,7 @@ int cross_entropy_grad(int nparam, void **params, int *ndims, int64_t **shapes, 
     const float scale = *static_cast<const float *>(params[4]);
     float *dlogits = static_cast<float *>(params[5]);
     const int64_t classes = tiles.classes, pixels = tiles.pixels;
-    for_planes(count, [&](int64_t tile) {
+    for_planes_vectorised(count, [&](int64_t tile) {
         int64_t logit0, pixel0, len;
         tiles.at(tile, &logit0, &pixel0, &len);
         const float *x = logits + logit0, *pixel_lse = lse + pixel0;
@@ -1268,28 +1314,13 @@ int batch_norm_relu_forward(int nparam, void **params, int *ndims, int64_t **sha
     float *moving_mean = static_cast<float *>(params[4]), *moving_variance = static_cast<float *>(params[5]);
     float *y = static_cast<float *>(params[7]), *stats = static_cast<float *>(params[8]);
     const double count = static_cast<double>(t.n * t.pixels);
-    for_planes(t.c, [&](int64_t channel) {
+    for_planes_vectorised(t.c, [&](int64_t channel) {
         const float first = *t.plane(x, 0, channel);
-        double sum = 0.0, squares = 0.0;   // of d = x - first
-        for (int64_t image = 0; image < t.n; ++image) {
-            const float *p = t.plane(x, image, channel);
-            for_chunks(t.pixels, [&](int64_t i, int64_t last) {
-                v8 lanes = {}, lane_squares = {};
-                float rest = 0.0f, rest_squares = 0.0f;
-                for (; i + kLanes <= last; i += kLanes) {
-                    const v8 d = load8(p + i) - first;
-                    lanes += d;
-                    lane_squares += d * d;
-                }
-                for (; i < last; ++i) {
-                    const float d = p[i] - first;
-                    rest += d;
-                    rest_squares += d * d;
-                }
-                sum += lanes_sum(lanes) + rest;
-                squares += lanes_sum(lane_squares) + rest_squares;
-            });
-        }
+        const auto [sum, squares] = channel_sums(t, [&](auto lanes, int64_t image, int64_t i) {   // of d = x - first
+            using V = decltype(lanes);
+            const V d = load_as<V>(x + t.offset(image, channel) + i) - first;
+            return std::pair<V, V>{d, d * d};
+        });
         const double shifted_mean = sum / count, mean = first + shifted_mean;
         const double var = std::max(0.0, squares / count - shifted_mean * shifted_mean);
         const double invstd = 1.0 / std::sqrt(var + eps);
@@ -1323,29 +1354,14 @@ int batch_norm_relu_grad(int nparam, void **params, int *ndims, int64_t **shapes
                 *stats = static_cast<const float *>(params[4]);
     float *dx = static_cast<float *>(params[5]), *dparams = static_cast<float *>(params[6]);
     const double count = static_cast<double>(t.n * t.pixels);
-    for_planes(t.c, [&](int64_t channel) {
+    for_planes_vectorised(t.c, [&](int64_t channel) {
         const float mean = stats[channel], invstd = stats[t.c + channel];
-        double sum = 0.0, centred = 0.0;   // of g and g (x - mean)
-        for (int64_t image = 0; image < t.n; ++image) {
-            const float *pdy = t.plane(dy, image, channel), *py = t.plane(y, image, channel),
-                        *px = t.plane(x, image, channel);
-            for_chunks(t.pixels, [&](int64_t i, int64_t last) {
-                v8 lanes = {}, lane_centred = {};
-                float rest = 0.0f, rest_centred = 0.0f;
-                for (; i + kLanes <= last; i += kLanes) {
-                    const v8 g = load8(py + i) > 0.0f ? load8(pdy + i) : v8{};
-                    lanes += g;
-                    lane_centred += g * (load8(px + i) - mean);
-                }
-                for (; i < last; ++i) {
-                    const float g = py[i] > 0.0f ? pdy[i] : 0.0f;
-                    rest += g;
-                    rest_centred += g * (px[i] - mean);
-                }
-                sum += lanes_sum(lanes) + rest;
-                centred += lanes_sum(lane_centred) + rest_centred;
-            });
-        }
+        const auto [sum, centred] = channel_sums(t, [&](auto lanes, int64_t image, int64_t i) {   // of g, g (x - mean)
+            using V = decltype(lanes);
+            const int64_t at = t.offset(image, channel) + i;
+            const V g = load_as<V>(y + at) > 0.0f ? load_as<V>(dy + at) : V{};
+            return std::pair<V, V>{g, g * (load_as<V>(x + at) - mean)};
+        });
         const float a = gamma[channel] * invstd;
         const float b = static_cast<float>(-a * invstd * invstd * centred / count);
         const float c = static_cast<float>(-a * sum / count);
