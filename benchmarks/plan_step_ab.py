@@ -1,9 +1,11 @@
 """One kernel-plan entry, two ways, in the demo's train step: the median step time of each, interleaved in one
 process (rounds of steps, the order alternating), so that this machine's drift between minutes falls on both:
     python benchmarks/plan_step_ab.py upsample native custom [-o benchmarks/results/<cpu kind>/ab_upsample.json]
-The rest of the plan is what ``model.kernels: auto`` picks on this host for the demo's width.
+The rest of the plan is what ``model.kernels: auto`` picks on this host for the demo's width. With
+``--baseline-build`` the kernel library's own loops run their baseline x86-64 build, not the AVX2 + FMA one.
 """
 import argparse
+import ctypes
 import json
 import statistics
 import time
@@ -15,7 +17,7 @@ from fcn8s.config import load_config
 from fcn8s.device import setup_device
 from fcn8s.fileio import atomic_write_text
 from fcn8s.host import host_record
-from fcn8s.kernels import LAYERS, choose
+from fcn8s.kernels import LAYERS, choose, onednn
 from fcn8s.models import FCN
 from fcn8s.schedule import lr_per_step
 from fcn8s.train import build_train_step
@@ -29,11 +31,14 @@ def main():
     parser.add_argument("ways", nargs=2)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=8, help="steps per round")
+    parser.add_argument("--baseline-build", action="store_true",
+                        help="the library's own loops in their baseline x86-64 build (onednn_conv.cc, vectorised)")
     parser.add_argument("-o", "--output", help="JSON results file")
     args = parser.parse_args()
     cfg = load_config(None, [("model.width", WIDTH), ("device.target", "CPU"), ("device.mode", "graph")])
     setup = setup_device(cfg.device, announce=False)
     plan, _ = choose("auto", WIDTH)
+    ctypes.CDLL(onednn.load()).fcn8s_baseline_build(int(args.baseline_build))
     images, labels = (ms.Tensor(a) for a in random_batch(BATCH, SIZE))
     steps = {}
     for way in args.ways:
@@ -54,8 +59,8 @@ def main():
           + f"; {second} / {first} {medians[second] / medians[first]:.3f}")
     if args.output:
         report = {"host": host_record(), "entry": args.entry, "plan": plan, "batch": BATCH, "size": SIZE,
-                  "width": WIDTH, "rounds": args.rounds, "steps_per_round": args.steps, "times_s": times,
-                  "median_s": medians}
+                  "width": WIDTH, "baseline_build": args.baseline_build, "rounds": args.rounds,
+                  "steps_per_round": args.steps, "times_s": times, "median_s": medians}
         atomic_write_text(args.output, json.dumps(report, indent=1) + "\n")
 
 

@@ -1,7 +1,8 @@
 """Per-op time of FCN-8s train steps (graph mode, CPU), from MindSpore's profiler.
 
 Two warm-up steps, then two profiled ones; prints milliseconds per step by op type, with conv6's
-ops apart and fcn8s's oneDNN custom ops as "Custom":
+ops apart and the kernel library's ops (all "Custom" to MindSpore) by the Cell that runs them, e.g.
+"Custom OneDNNConv", "Custom LibraryBatchNormReLU" (forward and gradients together):
     python benchmarks/profile_step.py [--batch 2 --size 256 --width 1.0] [--out /tmp/fcn8s-profile] [-o RESULTS.json]
 """
 import argparse
@@ -19,6 +20,7 @@ from fcn8s.host import host_record
 
 STEPS = 2
 CONV6 = re.compile(r"/conv6-\w+/0-")   # conv6's convolution (cell 0 of its block), not its BatchNorm
+LIBRARY_CELL = re.compile(r"-(\w+)/Custom-op\d+$")   # e.g. .../op-OneDNNConv/Custom-op1: the op's Cell class
 
 
 def main():
@@ -41,7 +43,10 @@ def main():
     details = max(Path(args.out).glob("*/FRAMEWORK/cpu_op_detail_info_0.csv"), key=lambda p: p.stat().st_mtime)
     per_op = {}
     for row in csv.DictReader(details.open()):
-        group = f"conv6 {row['op_type']}" if CONV6.search(row["full_op_name"]) else row["op_type"]
+        op = row["op_type"]
+        cell = LIBRARY_CELL.search(row["full_op_name"]) if op == "Custom" else None
+        op = f"{op} {cell.group(1)}" if cell else op
+        group = f"conv6 {op}" if CONV6.search(row["full_op_name"]) else op
         per_op[group] = per_op.get(group, 0.0) + float(row["op_total_time(ms)"]) / STEPS
     print(f"{'op (per step)':<32}{'ms':>8}")
     for group, ms_per_step in sorted(per_op.items(), key=lambda item: -item[1]):

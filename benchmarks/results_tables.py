@@ -109,7 +109,8 @@ def upsample_table(report):
 def ab_line(report):
     """One line: the demo's train step with one kernel-plan entry made two ways (plan_step_ab.py)."""
     (first, a), (second, b) = report["median_s"].items()
-    return (f"- the demo's train step ({report['batch']}x{report['size']}², width {report['width']:g}), "
+    build = ", the library's baseline x86-64 build" if report.get("baseline_build") else ""
+    return (f"- the demo's train step ({report['batch']}x{report['size']}², width {report['width']:g}{build}), "
             f"{report['entry']} {first} {1000 * a:.1f} ms, {second} {1000 * b:.1f} ms: {second} / {first} "
             f"{b / a:.2f} (medians of {report['rounds']} interleaved rounds of {report['steps_per_round']} steps)")
 

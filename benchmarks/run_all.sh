@@ -24,6 +24,9 @@ $PY benchmarks/loss_kernel.py -o $R/loss_kernel.json
 $PY benchmarks/upsample_kernel.py -o $R/upsample_kernel.json
 $PY benchmarks/plan_step_ab.py upsample native custom -o $R/ab_upsample.json
 $PY benchmarks/plan_step_ab.py batchnorm native custom -o $R/ab_batchnorm.json
+# the library's loops built for the baseline x86-64 (SSE2): why batchnorm and upsample need AVX2 (kernels.NEED_AVX2)
+$PY benchmarks/plan_step_ab.py upsample native custom --baseline-build -o $R/ab_upsample_baseline.json
+$PY benchmarks/plan_step_ab.py batchnorm native custom --baseline-build -o $R/ab_batchnorm_baseline.json
 $PY benchmarks/profile_step.py -o $R/profile_2x256.json
 $PY benchmarks/profile_step.py --batch 1 --size 512 -o $R/profile_1x512.json
 $PY benchmarks/profile_step.py --batch 8 --size 128 --width 0.25 -o $R/profile_demo.json
