@@ -115,6 +115,15 @@ def ab_line(report):
             f"{b / a:.2f} (medians of {report['rounds']} interleaved rounds of {report['steps_per_round']} steps)")
 
 
+def demo_ab_line(report):
+    """One line: `fcn8s demo` with one config key two ways (demo_ab.py)."""
+    runs = "; ".join(f"{report['key']}={value}: " + ", ".join(f"{run['wall_s']:.0f} s" for run in done)
+                     for value, done in report["runs"].items())
+    (first, a), (second, b) = report["median_wall_s"].items()
+    return (f"- `fcn8s demo`, the library built beforehand, runs alternating: {runs}; medians {a:.0f} and {b:.0f} s, "
+            f"{second} / {first} {b / a:.2f}")
+
+
 def profile_table(report):
     lines = ["| op (per step) | ms |", "|---|---|"]
     lines += [f"| {op} | {ms:.0f} |" for op, ms in report["per_op_ms"].items() if ms >= 5]
@@ -170,6 +179,9 @@ def print_tables(folder):
     for path in sorted(folder.glob("ab_*.json")):
         ab = _load(folder, path.name)
         print(f"### {path.name} ({host_line(ab['host'])})\n\n{ab_line(ab)}\n")
+    for path in sorted(folder.glob("demo_ab_*.json")):
+        ab = _load(folder, path.name)
+        print(f"### {path.name} ({host_line(ab['host'])})\n\n{demo_ab_line(ab)}\n")
     for name in ("profile_2x256.json", "profile_1x512.json", "profile_demo.json"):
         profile = _load(folder, name)
         if profile:

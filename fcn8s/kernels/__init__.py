@@ -66,7 +66,7 @@ def plan(setting, library=LIBRARY_PLAN):
 
 
 # the LIBRARY_OPS the library runs only where the CPU has AVX2 with FMA: in their baseline x86-64 (SSE2) build
-# they made the demo's train step slower than MindSpore's own kernels did on the AVX2 development machine
+# the BatchNorm made the demo's train step no faster than MindSpore's kernels, the upsampling much slower
 # (benchmarks/plan_step_ab.py --baseline-build); the pooling has no vector loops
 NEED_AVX2 = ("batchnorm", "upsample")
 
