@@ -295,6 +295,17 @@ def _upsampling_reference(x, weight, dy, s):
     return padded[:, :, p:p + h * s, p:p + w * s], dx, dweight
 
 
+def test_the_library_runs_its_avx2_build_where_the_cpu_has_avx2_and_fma(onednn_kernels):
+    from fcn8s.host import cpu_flags
+    lib = ctypes.CDLL(onednn.load())
+    assert lib.fcn8s_vector_build() == int({"avx2", "fma"} <= set(cpu_flags().split()))
+    lib.fcn8s_baseline_build(1)
+    try:
+        assert lib.fcn8s_vector_build() == 0
+    finally:
+        lib.fcn8s_baseline_build(0)
+
+
 def test_both_builds_of_the_upsampling_match_a_float64_reference(library_build, rng):
     lib = ctypes.CDLL(onednn.load())
     x = rng.standard_normal((2, 5, 3, 4)).astype(np.float32)    # 5 in, 7 out channels: no register block fits

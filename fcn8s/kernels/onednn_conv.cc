@@ -524,9 +524,11 @@ __attribute__((target("avx2,fma"), flatten)) void run_avx2_fma(const F &f) { f()
 template <typename F>
 __attribute__((flatten)) void run_baseline(const F &f) { f(); }
 
+bool runs_avx2_fma_build() { return cpu_has_avx2_fma() && !baseline_build_only; }
+
 template <typename F>
 void vectorised(const F &f) {
-    if (cpu_has_avx2_fma() && !baseline_build_only)
+    if (runs_avx2_fma_build())
         run_avx2_fma(f);
     else
         run_baseline(f);
@@ -1043,6 +1045,12 @@ const char *fcn8s_onednn_error() { return last_error.c_str(); }
 void fcn8s_baseline_build(int on) {
     std::lock_guard<std::mutex> lock(mutex);
     baseline_build_only = on != 0;
+}
+
+// Which build of the library's own loops runs (see vectorised): 1 the AVX2 + FMA one, 0 the baseline.
+int fcn8s_vector_build() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return runs_avx2_fma_build() ? 1 : 0;
 }
 
 // Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad, 3 forward + BN +
