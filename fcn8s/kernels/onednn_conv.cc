@@ -509,8 +509,9 @@ void for_planes(int64_t planes, const F &plane_fn) {
 
 // The library's own loops (the loss, the upsampling, training's BatchNorm) are written once and built twice: for
 // AVX2 with FMA, and for the baseline x86-64 the library is compiled for (SSE2), where GCC splits each 8-float
-// vector operation (the BatchNorm ran 4x slower there than built for AVX2). vectorised(f) runs f inlined
-// ("flatten") into the build this CPU can run.
+// vector operation (built so, the BatchNorm made the demo's step no faster than MindSpore's kernels:
+// benchmarks/plan_step_ab.py --baseline-build). vectorised(f) runs f inlined ("flatten") into the build
+// this CPU can run.
 bool baseline_build_only = false;   // set by fcn8s_baseline_build() (tests run both builds)
 
 bool cpu_has_avx2_fma() {
@@ -691,7 +692,7 @@ struct UpsampleTensors {
 };
 
 inline void upsample_forward_rows(const Upsampling &u, const UpsampleTensors &t, float *row, int64_t begin,
-                                        int64_t end) {
+                                 int64_t end) {
     const int64_t s = u.s, k = u.k(), p = u.pad(), height = u.h * s, width = u.w * s, xw = u.padded_x_columns();
     const int64_t row_length = u.tiles() * s;
     for (int64_t r = begin; r < end; ++r) {
@@ -738,7 +739,7 @@ inline void upsample_strip(const Upsampling &u, const float *dy, int64_t image, 
 
 // dx[image, c, iy, ix] = sum over o, ky, kx of strip[o][ky][ix s + kx] weight[c, o, ky, kx]: 8 kx a vector
 inline void upsample_input_grad_row(const Upsampling &u, const UpsampleTensors &t, const float *strip,
-                                          int64_t image, int64_t iy) {
+                                   int64_t image, int64_t iy) {
     const int64_t s = u.s, k = u.k(), columns = u.strip_columns();
     for (int64_t c0 = 0; c0 < u.cp; c0 += kBlockC)
         for (int64_t x0 = 0; x0 < u.w; x0 += kBlockColumns) {
@@ -767,7 +768,7 @@ inline void upsample_input_grad_row(const Upsampling &u, const UpsampleTensors &
 
 // sums (cp, op, k, k) += x[image, c, iy, ix] strip[o][ky][ix s + kx] over ix; x_row (cp, w) is x's row iy
 inline void upsample_weight_grad_row(const Upsampling &u, const float *strip, const float *x_row,
-                                           float *grad) {
+                                    float *grad) {
     const int64_t s = u.s, k = u.k(), columns = u.strip_columns();
     for (int64_t c0 = 0; c0 < u.cp; c0 += kBlockC)
         for (int64_t o0 = 0; o0 < u.op; o0 += kBlockO)
@@ -794,7 +795,7 @@ inline void upsample_weight_grad_row(const Upsampling &u, const float *strip, co
 // One thread's share of an upsample op: rows [begin, end) of y (forward) or of x (the gradients), with its
 // scratch (scratch_floats(op) floats) and, for the weight gradient, its sums at `grad`.
 inline void upsample_share(int op, const Upsampling &u, const UpsampleTensors &t, float *scratch, float *grad,
-                                 int64_t begin, int64_t end) {
+                          int64_t begin, int64_t end) {
     if (op == kUpsampleForward) return upsample_forward_rows(u, t, scratch, begin, end);
     if (op == kUpsampleWeightGrad) std::memset(grad, 0, sizeof(float) * u.weight_size());
     float *x_row = scratch + u.strip_size();
