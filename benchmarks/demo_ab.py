@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 from fcn8s.fileio import atomic_write_text
 from fcn8s.host import host_record
 
-sys.path.insert(0, str(Path(__file__).parent))
-from demo_time import _fcn8s, _report  # noqa: E402
+from demo_time import _fcn8s, _report   # this folder's, beside this script
 
 
 def main():

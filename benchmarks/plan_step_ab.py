@@ -5,7 +5,6 @@ The rest of the plan is what ``model.kernels: auto`` picks on this host for the 
 ``--baseline-build`` the kernel library's own loops run their baseline x86-64 build, not the AVX2 + FMA one.
 """
 import argparse
-import ctypes
 import json
 import statistics
 import time
@@ -38,7 +37,7 @@ def main():
     cfg = load_config(None, [("model.width", WIDTH), ("device.target", "CPU"), ("device.mode", "graph")])
     setup = setup_device(cfg.device, announce=False)
     plan, _ = choose("auto", WIDTH)
-    ctypes.CDLL(onednn.load()).fcn8s_baseline_build(int(args.baseline_build))
+    onednn.use_baseline_build(args.baseline_build)
     images, labels = (ms.Tensor(a) for a in random_batch(BATCH, SIZE))
     steps = {}
     for way in args.ways:

@@ -1,7 +1,6 @@
 """Shared test set-up: MindSpore as quiet as the command line makes it, its oneDNN capped at AVX2 before
 its first kernel (what setup_device does for a run), and PyNative mode, which runs the small test
 networks without graph compilation."""
-import ctypes
 import logging
 import os
 
@@ -37,10 +36,9 @@ def onednn_kernels():
 def baseline_build(onednn_kernels):
     """The kernel library's own loops (the loss, the upsampling, training's BatchNorm) in their baseline x86-64
     build for the test, not the AVX2 + FMA one a CPU with both runs (onednn_conv.cc, vectorised)."""
-    lib = ctypes.CDLL(onednn.load())
-    lib.fcn8s_baseline_build(1)
+    onednn.use_baseline_build(True)
     yield
-    lib.fcn8s_baseline_build(0)
+    onednn.use_baseline_build(False)
 
 
 @pytest.fixture(params=["avx2-fma-where-present", "baseline"])

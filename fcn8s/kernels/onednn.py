@@ -222,6 +222,18 @@ def load():
     return _kernels()[0]
 
 
+def use_baseline_build(on):
+    """Whether the library's own loops (the loss, the upsampling, training's BatchNorm) run their baseline x86-64
+    build (True) or, where the CPU has AVX2 and FMA, their build for those (False, the default): for tests and
+    A/B benchmarks."""
+    _kernels()[1].fcn8s_baseline_build(int(on))
+
+
+def vector_build():
+    """Which build of those loops runs: "avx2-fma" or "baseline"."""
+    return "avx2-fma" if _kernels()[1].fcn8s_vector_build() else "baseline"
+
+
 @functools.lru_cache(maxsize=None)
 def available():
     """(True, "") when the kernels load here, else (False, why); tried once per process."""
