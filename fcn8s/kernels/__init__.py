@@ -72,10 +72,11 @@ NEED_AVX2 = ("batchnorm", "upsample")
 
 
 def _library_ops():
-    """LIBRARY_OPS made "custom", those of NEED_AVX2 only where the CPU has AVX2 with FMA."""
-    from ..host import cpu_isa
+    """LIBRARY_OPS made "custom", those of NEED_AVX2 only where the CPU has AVX2 with FMA (as the library,
+    which builds its loops for both, tells)."""
+    from . import onednn
     ways = dict.fromkeys(LIBRARY_OPS, "custom")
-    if cpu_isa() not in ("avx2", "avx512_core"):
+    if not onednn.cpu_has_avx2_fma():
         ways.update(dict.fromkeys(NEED_AVX2, "native"))
     return ways
 

@@ -234,6 +234,12 @@ def vector_build():
     return "avx2-fma" if _kernels()[1].fcn8s_vector_build() else "baseline"
 
 
+def cpu_has_avx2_fma():
+    """Whether this CPU can run the AVX2 + FMA build of those loops (the library's own test, whatever
+    ``use_baseline_build`` says)."""
+    return bool(_kernels()[1].fcn8s_cpu_has_avx2_fma())
+
+
 @functools.lru_cache(maxsize=None)
 def available():
     """(True, "") when the kernels load here, else (False, why); tried once per process."""

@@ -1054,6 +1054,10 @@ int fcn8s_vector_build() {
     return runs_avx2_fma_build() ? 1 : 0;
 }
 
+// Whether this CPU can run the AVX2 + FMA build of those loops (1) or only the baseline one (0), whatever
+// fcn8s_baseline_build says: the one home of that rule, which the kernel plan asks too.
+int fcn8s_cpu_has_avx2_fma() { return cpu_has_avx2_fma() ? 1 : 0; }
+
 // Writes the oneDNN implementation chosen for op (0 forward, 1 input grad, 2 weight grad, 3 forward + BN +
 // ReLU) with the activations in layout (0 channels-last, 1 oneDNN's choice) at this shape into out (e.g.
 // "brg_conv_fwd:avx512_core"). Returns 0, or 1 if no plan could be made.
