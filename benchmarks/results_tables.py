@@ -116,12 +116,17 @@ def ab_line(report):
 
 
 def demo_ab_line(report):
-    """One line: `fcn8s demo` with one config key two ways (demo_ab.py)."""
-    runs = "; ".join(f"{report['key']}={value}: " + ", ".join(f"{run['wall_s']:.0f} s" for run in done)
+    """One line: `fcn8s demo` with one config key set several ways (demo_ab.py)."""
+    runs = "; ".join(f"{report['key']}={value}: " + ", ".join(f"{run['wall_s']:.0f} s (mIoU {run['mean_iou']:.4f})"
+                                                              for run in done)
                      for value, done in report["runs"].items())
-    (first, a), (second, b) = report["median_wall_s"].items()
-    return (f"- `fcn8s demo`, the library built beforehand, runs alternating: {runs}; medians {a:.0f} and {b:.0f} s, "
-            f"{second} / {first} {b / a:.2f}")
+    fixed = f" ({', '.join(report['fixed'])} in every run)" if report.get("fixed") else ""
+    line = f"- `fcn8s demo`{fixed}, the library built beforehand, runs alternating: {runs}"
+    if len(report["median_wall_s"]) == 2:
+        (first, a), (second, b) = report["median_wall_s"].items()
+        line += f"; medians {a:.0f} and {b:.0f} s, {second} / {first} {b / a:.2f}"
+    ious = [run["mean_iou"] for done in report["runs"].values() for run in done]
+    return line + f"; val mIoU {min(ious):.4f}-{max(ious):.4f} (mean {sum(ious) / len(ious):.4f})"
 
 
 def profile_table(report):
