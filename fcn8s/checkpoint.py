@@ -160,6 +160,13 @@ def training_state(ckpt):
     return state
 
 
+def host_copies(params):
+    """Copies of ``params`` in host memory, as Parameters of the same names, for a checkpoint written while
+    training goes on: the optimizer updates the weights in place (``asnumpy`` shares their memory)."""
+    import mindspore as ms
+    return [ms.Parameter(ms.Tensor(p.asnumpy().copy()), name=p.name, requires_grad=False) for p in params]
+
+
 def save_checkpoint(params, path, state=None):
     """Write ``params`` (Parameters) and ``state`` (scalars) to ``path`` atomically, with a CRC.
 

@@ -8,7 +8,13 @@ checkpoints that a crash at any moment leaves consistent.
   ``last.ckpt`` comes first, then ``best.ckpt``, then the periodic ``epoch_NNNN.ckpt``, all of
   them training checkpoints, so any one of them resumes the run exactly.
 - On resume the log loses the lines past the resumed epoch, so no step is logged twice.
+- An epoch's checkpoints and plots are written behind, on a thread, while the next epoch trains
+  (``write_behind``; on a small network they take a tenth of an epoch): one job at a time, from
+  host copies of the parameters, so one more copy of the training state (the size of ``last.ckpt``)
+  is alive while it is written. A write that failed is raised at the next ``wait``: the next
+  epoch's end at the latest.
 """
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -42,6 +48,8 @@ class RunDir:
         self.is_main = is_main
         self.log_path = self.dir / "log.jsonl"
         self._lock = None
+        self._writer = None    # the thread of write_behind, made on first use
+        self._pending = None   # the Future of its job
 
     def existing_files(self):
         return sorted({p for pattern in RUN_FILES for p in self.dir.glob(pattern)})
@@ -97,8 +105,26 @@ class RunDir:
         handle.flush()
         self._lock = handle
 
+    def write_behind(self, job):
+        """Run ``job()`` on the writer thread, after the job before it has finished (see ``wait``)."""
+        self.wait()
+        if self.is_main:
+            if self._writer is None:
+                self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fcn8s-writer")
+            self._pending = self._writer.submit(job)
+
+    def wait(self):
+        """Wait for the job of ``write_behind``; its error, if it failed, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def close(self):
-        """Release the lock (the lock file stays, empty)."""
+        """Wait for the writer (its error is raised only by ``wait``: here another error may be on its way),
+        then release the lock (the lock file stays, empty)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = self._pending = None
         if self._lock is not None:
             self._lock.truncate(0)
             self._lock.close()

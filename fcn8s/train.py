@@ -6,6 +6,7 @@ val images -> ``last.ckpt`` (model + optimizer + state), ``best.ckpt`` by val mI
 ``epoch_NNNN.ckpt``. ``--resume`` continues from ``last.ckpt`` at the same step, LR position,
 optimizer state and best mIoU.
 """
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import kernels
-from .checkpoint import load_optimizer_state, load_weights, read_checkpoint, training_state
+from .checkpoint import host_copies, load_optimizer_state, load_weights, read_checkpoint, training_state
 from .config import dump_config, save_config
 from .data.dataset import create_eval_dataset, create_train_dataset, epoch_rows
 from .data.mindrecord import resolve_mindrecord
@@ -144,9 +145,30 @@ def train(cfg, force=False):
     try:
         return _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log)
     except KeyboardInterrupt:
+        with contextlib.suppress(FCNError):   # a failed write: the checkpoint named is the one before it
+            run.wait()                        # the last finished epoch's files land first
         raise KeyboardInterrupt(_where_to_resume(run)) from None
     finally:
         run.close()
+
+
+def _epoch_writer(run, params, net, state, t):
+    """The job that writes an epoch's files from ``params``, host copies of the train step's parameters.
+
+    last.ckpt first: it records the best epoch, so a stop before best.ckpt is repaired on resume.
+    """
+    epoch = state["epoch"]
+    model_names = {p.name for p in net.get_parameters()}
+
+    def write():
+        run.save("last.ckpt", params, state)
+        if state["best_epoch"] == epoch:
+            run.save("best.ckpt", [p for p in params if p.name in model_names], state)
+        if epoch % t.save_interval == 0:
+            run.save(f"epoch_{epoch:04d}.ckpt", params, state)
+            run.prune(t.keep_checkpoint_max)
+        plot_training_curves(run.log_path, run.dir)
+    return write
 
 
 def _where_to_resume(run):
@@ -206,6 +228,7 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
             overflow = isinstance(out, tuple) and bool(out[1].asnumpy())
             step += 1
             if not math.isfinite(loss) and not overflow:
+                run.wait()
                 raise FCNError(f"loss is {loss} at epoch {epoch}, step {step} (lr {lr[step - 1]:.3g}); stopped. "
                                f"The last good checkpoint is {output_dir / 'last.ckpt'}"
                                f"{'' if (output_dir / 'last.ckpt').exists() else ' (none saved yet)'}")
@@ -235,15 +258,10 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
                 state.update(best_miou=scores["mean_iou"], best_epoch=epoch)
                 summary += " (best)"
         log.info(summary)
-        # last.ckpt first: it records the best epoch, so a stop before best.ckpt is repaired on resume
-        run.save("last.ckpt", step_fn.get_parameters(), state)
-        if state["best_epoch"] == epoch:
-            run.save("best.ckpt", net.get_parameters(), state)
-        if epoch % t.save_interval == 0:
-            run.save(f"epoch_{epoch:04d}.ckpt", step_fn.get_parameters(), state)
-            run.prune(t.keep_checkpoint_max)
-        if rank == 0:
-            plot_training_curves(run.log_path, output_dir)
+        run.wait()   # the previous epoch's files: one copy of the training state at a time
+        if run.is_main:
+            run.write_behind(_epoch_writer(run, host_copies(step_fn.get_parameters()), net, dict(state), t))
+    run.wait()
     if group_size > 1:
         rows = {epoch: epoch_rows(cfg.data, epoch, t.seed, **shards) for epoch in range(start_epoch + 1, t.epochs + 1)}
         record_and_compare(output_dir, rank, group_size, rows, net.trainable_params())

@@ -56,21 +56,21 @@ def _save_figure(fig, path):
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def _figure(figsize):
+    """A figure and its axes, without pyplot: no global state, so the training curves can be drawn on the
+    writer thread of a run (rundir.RunDir.write_behind) while the main thread goes on."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def plot_confusion_matrix(matrix, names, path):
     """Row-normalised confusion matrix (rows = truth) with class names, as a PNG."""
-    plt = _pyplot()
     matrix = np.asarray(matrix, dtype=np.float64)
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     n = len(names)
-    fig, ax = plt.subplots(figsize=(2 + 0.45 * n, 1.5 + 0.45 * n))
+    fig, ax = _figure((2 + 0.45 * n, 1.5 + 0.45 * n))
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), names, rotation=90)
     ax.set_yticks(range(n), names)
@@ -85,14 +85,17 @@ def plot_confusion_matrix(matrix, names, path):
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix (row-normalised)")
     _save_figure(fig, path)
-    plt.close(fig)
 
 
 def plot_training_curves(log_path, output_dir):
-    """loss.png (training loss per logged step) and miou.png (val mIoU per validation) from log.jsonl."""
-    plt = _pyplot()
+    """loss.png (training loss per logged step) and miou.png (val mIoU per validation) from log.jsonl.
+
+    Drawn while training appends to the log: a last line without its newline is still being written.
+    """
     steps, losses, epochs, mious = [], [], [], []
-    for line in Path(log_path).read_text(encoding="utf-8").splitlines():
+    for line in Path(log_path).read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.endswith("\n"):
+            continue
         entry = json.loads(line)
         if "loss" in entry:
             steps.append(entry["step"])
@@ -104,13 +107,12 @@ def plot_training_curves(log_path, output_dir):
                                        ("miou.png", epochs, mious, "epoch", "val mIoU")):
         if not x:
             continue
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig, ax = _figure((6, 3.5))
         ax.plot(x, y, marker="o" if len(x) < 30 else None)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         _save_figure(fig, Path(output_dir) / name)
-        plt.close(fig)
 
 
 def add_legend(image_rgb, index_map, names, ignore_index=255):

@@ -1,8 +1,10 @@
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 
 import mindspore as ms
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from PIL import Image
 
 import fcn8s.train as train_module
-from fcn8s.checkpoint import read_checkpoint, training_state
+from fcn8s.checkpoint import host_copies, read_checkpoint, save_checkpoint, training_state
 from fcn8s.cli import main
 from fcn8s.config import load_config
 from fcn8s.data.mindrecord import convert_voc
@@ -21,6 +23,7 @@ from fcn8s.kernels import onednn
 from fcn8s.models import build_model
 from fcn8s.rundir import RunDir
 from fcn8s.schedule import lr_per_step
+from fcn8s.visualize import plot_training_curves
 
 NUM_CLASSES = 4
 
@@ -259,6 +262,56 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, tin
     assert code == 2 and err.startswith("fcn8s: error: loss is nan at epoch 1, step 2") and "none saved yet" in err
 
 
+def test_an_epochs_files_are_written_behind_from_its_own_weights(tmp_path):
+    """The writer thread saves the weights as they were at the epoch's end, though training has moved on."""
+    weight = ms.Parameter(ms.Tensor(np.arange(6, dtype=np.float32)), name="w")
+    copies = host_copies([weight])
+    started, proceed = threading.Event(), threading.Event()
+
+    def job():
+        started.set()
+        proceed.wait(30)
+        save_checkpoint(copies, tmp_path / "last.ckpt", {"epoch": 1})
+
+    run = RunDir(tmp_path).open(resume=None, force=False)
+    run.write_behind(job)
+    assert started.wait(30)
+    ms.ops.assign(weight, ms.Tensor(np.full(6, -1, np.float32)))   # the next epoch's first update, in place
+    proceed.set()
+    run.wait()
+    np.testing.assert_array_equal(_tensors(tmp_path / "last.ckpt")["w"], np.arange(6))
+    run.close()
+
+
+def test_a_checkpoint_that_cannot_be_written_behind_stops_the_run_naming_it(tmp_path, tiny_data, monkeypatch,
+                                                                            capsys):
+    real_save = ms.save_checkpoint
+
+    def disk_full(entries, path, append_dict=None, **kwargs):
+        if os.path.basename(path).startswith(".last.ckpt") and append_dict["train_state.epoch"] == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(entries, path, append_dict=append_dict, **kwargs)
+
+    monkeypatch.setattr(ms, "save_checkpoint", disk_full)
+    run = tmp_path / "run"
+    args = ["train", "-c", "demo", *sum((["--set", o] for o in _overrides(tiny_data, run)), [])]
+    assert main(args) == 2   # raised at the next wait: the end of training here (epoch 3)
+    assert capsys.readouterr().err.strip() == (f"fcn8s: error: {run / 'last.ckpt'}: cannot write the checkpoint "
+                                               f"(No space left on device)")
+    assert training_state(read_checkpoint(run / "last.ckpt"))["epoch"] == 1   # the one before stays
+    assert not list(run.glob(".*.tmp*"))
+
+
+def test_training_curves_are_drawn_from_the_complete_lines_of_a_log_being_written(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"epoch": 1, "step": 1, "loss": 2.0}\n{"epoch": 1, "step": 2, "loss": 1.0}\n'
+                   '{"epoch": 1, "step": 2, "val": {"mean_iou": 0.25}}\n{"epoch": 2, "st')   # the last: half written
+    plot_training_curves(log, tmp_path)
+    for plot in ("loss.png", "miou.png"):
+        with Image.open(tmp_path / plot) as image:
+            assert image.format == "PNG" and image.width > 100
+
+
 def _overrides(data, output_dir):
     return _overrides_of(tiny_config(data, output_dir))
 
@@ -270,7 +323,6 @@ def _overrides_of(cfg):
 
 
 def test_resume_needs_a_training_checkpoint(tmp_path, tiny_data):
-    from fcn8s.checkpoint import save_checkpoint
     net = build_model(tiny_config(tiny_data, tmp_path).model)
     save_checkpoint(net.get_parameters(), tmp_path / "weights.ckpt")
     with pytest.raises(FCNError, match="weights.ckpt: not a training checkpoint"):
