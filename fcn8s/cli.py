@@ -229,6 +229,10 @@ def _run(args):
     raise AssertionError(command)
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     # MindSpore's INFO/WARNING chatter (missing Ascend libraries on CPU hosts, ...) buries our one-line
     # logs; errors still print, and GLOG_v=1 or 2 in the environment brings it back. MindSpore reads it
@@ -239,6 +243,11 @@ def main(argv=None):
     # file, instead of SIGXFSZ killing the process
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # MindSpore answers Ctrl-C during a graph run by sending its own process SIGTERM (the C++ handler it
+    # puts over Python's for SIGINT at every run), which would end the process on the spot: SIGTERM is
+    # made a KeyboardInterrupt, so Ctrl-C (or a scheduler's SIGTERM) ends a job after the step it is in,
+    # with the one line below and exit code 130
+    signal.signal(signal.SIGTERM, _interrupted)
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -114,9 +114,11 @@ class RunDir:
             self._pending = self._writer.submit(job)
 
     def wait(self):
-        """Wait for the job of ``write_behind``; its error, if it failed, is raised here."""
-        pending, self._pending = self._pending, None
+        """Wait for the job of ``write_behind``; its error, if it failed, is raised here (once)."""
+        pending = self._pending
         if pending is not None:
+            concurrent.futures.wait([pending])   # a Ctrl-C here leaves the job pending, to be waited for again
+            self._pending = None
             pending.result()
 
     def close(self):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import mindspore as ms
 import numpy as np
@@ -213,6 +214,32 @@ def test_ctrl_c_exits_130_naming_the_checkpoint_to_resume_from(tmp_path, tiny_da
                                                f"{tmp_path / 'run' / 'last.ckpt'} (end of epoch 1)")
 
 
+def test_a_real_ctrl_c_during_graph_training_exits_130_naming_the_checkpoint(tmp_path, tiny_data):
+    """MindSpore answers SIGINT during a graph run with SIGTERM to its own process; the CLI makes that a
+    KeyboardInterrupt, so a real Ctrl-C ends as one between steps does, not with 'Terminated'."""
+    run = tmp_path / "run"
+    overrides = _overrides_of(tiny_config(tiny_data, run, "train.epochs=500", "train.eval_interval=0",
+                                          mode="graph"))
+    # env: as in _killed_during_write, the kernels on as many threads as this process
+    child = subprocess.Popen([sys.executable, "-m", "fcn8s", "train", "-c", "demo",
+                              *sum((["--set", o] for o in overrides), [])],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "last.ckpt").exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)   # into a later epoch's graph steps
+        child.send_signal(signal.SIGINT)
+        err = child.communicate(timeout=120)[1]
+    finally:
+        child.kill()
+    assert child.returncode == 130, err[-2000:]
+    epoch = training_state(read_checkpoint(run / "last.ckpt"))["epoch"]
+    assert 1 <= epoch < 500
+    assert err.strip().splitlines()[-1] == (f"fcn8s: interrupted; --resume continues from {run / 'last.ckpt'} "
+                                            f"(end of epoch {epoch})")
+
+
 def test_resume_refuses_a_corrupt_checkpoint_it_was_given(tmp_path, tiny_data):
     bad = tmp_path / "given.ckpt"
     bad.write_bytes(b"\x0a\x05" + bytes(100))
@@ -280,6 +307,29 @@ def test_an_epochs_files_are_written_behind_from_its_own_weights(tmp_path):
     proceed.set()
     run.wait()
     np.testing.assert_array_equal(_tensors(tmp_path / "last.ckpt")["w"], np.arange(6))
+    run.close()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_waiting_for_the_writer_leaves_its_job_to_be_waited_for(tmp_path):
+    run = RunDir(tmp_path).open(resume=None, force=False)
+    release = threading.Event()
+    run.write_behind(lambda: release.wait(30) and (tmp_path / "written").write_text("the epoch's files"))
+    # a Ctrl-C as the CLI sees it, by SIGUSR1 here: MindSpore's handler turns a SIGINT into SIGTERM once a
+    # graph has run in this process (test_a_real_ctrl_c_...), and pytest would not survive that
+    previous = signal.signal(signal.SIGUSR1, _raise_keyboard_interrupt)
+    try:
+        threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1)).start()
+        with pytest.raises(KeyboardInterrupt):
+            run.wait()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    release.set()
+    run.wait()   # what train does on Ctrl-C before naming the checkpoint to resume from
+    assert (tmp_path / "written").read_text() == "the epoch's files"
     run.close()
 
 
