@@ -38,7 +38,7 @@ def demo(output_dir="demo_out", config="demo", overrides=(), force=False):
         log.info("[2/5] convert to MindRecord")
         convert_voc(out / "VOCdevkit", records, num_classes=cfg.model.num_classes)
     log.info("[3/5] train")
-    state = train(cfg)["state"]
+    state = train(cfg, how_to_resume="running the demo again")["state"]
     log.info("[4/5] evaluate the best checkpoint on the val split")
     ckpt = out / "run" / "best.ckpt"
     scores = evaluate(cfg, ckpt, output=out / "eval", force=True)  # the demo re-evaluates on each re-run

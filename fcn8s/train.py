@@ -124,10 +124,11 @@ def build_train_step(net, cfg, setup, lr, log):
     return step, optimizer
 
 
-def train(cfg, force=False):
+def train(cfg, force=False, how_to_resume="--resume"):
     """Train as ``cfg`` says; returns a dict with the final state and the output directory.
 
     ``force``: start a new run in an output folder that holds an earlier one (its files are removed).
+    ``how_to_resume``: what the line of a Ctrl-C tells the user to do to continue.
     """
     log = get_logger()
     t = cfg.train
@@ -147,7 +148,7 @@ def train(cfg, force=False):
     except KeyboardInterrupt:
         with contextlib.suppress(FCNError):   # a failed write: the checkpoint named is the one before it
             run.wait()                        # the last finished epoch's files land first
-        raise KeyboardInterrupt(_where_to_resume(run)) from None
+        raise KeyboardInterrupt(_where_to_resume(run, how_to_resume)) from None
     finally:
         run.close()
 
@@ -171,14 +172,14 @@ def _epoch_writer(run, params, net, state, t):
     return write
 
 
-def _where_to_resume(run):
-    """What Ctrl-C leaves: the checkpoint that --resume continues from (the last finished epoch's)."""
+def _where_to_resume(run, how):
+    """What Ctrl-C leaves: the checkpoint that ``how`` continues from (the last finished epoch's)."""
     for path in run.resume_candidates():
         try:
             epoch = training_state(read_checkpoint(path))["epoch"]
         except (FCNError, KeyError):
             continue
-        return f"interrupted; --resume continues from {path} (end of epoch {epoch})"
+        return f"interrupted; {how} continues from {path} (end of epoch {epoch})"
     return "interrupted before the first epoch ended; no checkpoint was written"
 
 

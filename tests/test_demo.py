@@ -2,6 +2,7 @@ import json
 
 from PIL import Image
 
+import fcn8s.train as train_module
 from fcn8s.cli import main
 
 TINY = ["model.num_classes=4", "model.width=0.0625", "data.crop_size=64", "data.num_workers=1",
@@ -35,3 +36,26 @@ def test_demo_runs_end_to_end_resumes_and_restarts(tmp_path, capsys):
     assert _demo(out, "--force") == 0  # starts over
     assert "[1/5] synthetic VOC dataset" in capsys.readouterr().out
     assert len((out / "run" / "log.jsonl").read_text().splitlines()) == len(steps)
+
+
+def test_a_ctrl_c_in_the_demo_says_that_running_it_again_continues(tmp_path, monkeypatch, capsys):
+    real_build, calls = train_module.build_train_step, []
+
+    def interrupted_at_the_third_step(*args, **kwargs):   # 4 images in batches of 2: epoch 2's first step
+        step_fn, optimizer = real_build(*args, **kwargs)
+
+        def step(images, labels):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return step_fn(images, labels)
+        step.get_parameters = step_fn.get_parameters
+        return step, optimizer
+
+    monkeypatch.setattr(train_module, "build_train_step", interrupted_at_the_third_step)
+    out = tmp_path / "demo"
+    assert _demo(out) == 130
+    assert capsys.readouterr().err.strip() == (f"fcn8s: interrupted; running the demo again continues from "
+                                               f"{out / 'run' / 'last.ckpt'} (end of epoch 1)")
+    assert _demo(out) == 0
+    assert "resumed from" in capsys.readouterr().out
