@@ -3,9 +3,10 @@
 The demo runs as its own process (`fcn8s demo --force`), with an empty kernel cache, so the first-use
 build of the oneDNN kernels and the probe are included; the install is not. It runs ``--rounds`` times
 (default 3), each from an empty cache: one run's time is one moment's speed of a shared machine,
-and the probe may pick other kernels each time, which moves the mIoU. The README gives the median and the range. Then the last run's best
-checkpoint is exported to ONNX and evaluated by both runtimes, for the README's deployment figures,
-and the README's picture of the demo's overlays (docs/demo_overlays.png) is made from its infer output:
+and the probe may pick other kernels each time, which moves the mIoU. The README gives the median
+and the range. Then the last run's best checkpoint is exported to ONNX and evaluated by both
+runtimes, for the README's deployment figures, and the README's picture of the demo's overlays
+(docs/demo_overlays.png) is made from its infer output:
     python benchmarks/demo_time.py [-o benchmarks/results/<cpu kind>/demo.json] [--output-dir demo_out] [--rounds 3]
 """
 import argparse

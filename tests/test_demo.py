@@ -4,6 +4,7 @@ from PIL import Image
 
 import fcn8s.train as train_module
 from fcn8s.cli import main
+from step_faults import InterruptedStep   # tests/ is on sys.path (pytest's rootdir-relative conftest import)
 
 TINY = ["model.num_classes=4", "model.width=0.0625", "data.crop_size=64", "data.num_workers=1",
         "train.batch_size=2", "train.epochs=2", "train.eval_interval=1", "train.log_interval=1", "eval.canvas=64",
@@ -39,20 +40,8 @@ def test_demo_runs_end_to_end_resumes_and_restarts(tmp_path, capsys):
 
 
 def test_a_ctrl_c_in_the_demo_says_that_running_it_again_continues(tmp_path, monkeypatch, capsys):
-    real_build, calls = train_module.build_train_step, []
-
-    def interrupted_at_the_third_step(*args, **kwargs):   # 4 images in batches of 2: epoch 2's first step
-        step_fn, optimizer = real_build(*args, **kwargs)
-
-        def step(images, labels):
-            calls.append(1)
-            if len(calls) == 3:
-                raise KeyboardInterrupt
-            return step_fn(images, labels)
-        step.get_parameters = step_fn.get_parameters
-        return step, optimizer
-
-    monkeypatch.setattr(train_module, "build_train_step", interrupted_at_the_third_step)
+    # 4 images in batches of 2: the third step is epoch 2's first
+    monkeypatch.setattr(train_module, "build_train_step", InterruptedStep(at=3))
     out = tmp_path / "demo"
     assert _demo(out) == 130
     assert capsys.readouterr().err.strip() == (f"fcn8s: interrupted; running the demo again continues from "

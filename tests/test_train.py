@@ -25,6 +25,7 @@ from fcn8s.models import build_model
 from fcn8s.rundir import RunDir
 from fcn8s.schedule import lr_per_step
 from fcn8s.visualize import plot_training_curves
+from step_faults import InterruptedStep   # tests/ is on sys.path (pytest's rootdir-relative conftest import)
 
 NUM_CLASSES = 4
 
@@ -108,26 +109,6 @@ def test_training_writes_checkpoints_logs_and_plots(tmp_path, tiny_data, capsys)
             assert image.format == "PNG" and image.width > 100
 
 
-class _Interrupt:
-    """Wraps the train step: raises KeyboardInterrupt before step ``at`` (counted from 1)."""
-
-    def __init__(self, at=None, nan_at=None):
-        self.at, self.nan_at, self.calls = at, nan_at, 0
-        self.real_build = train_module.build_train_step
-
-    def __call__(self, *args, **kwargs):
-        step_fn, optimizer = self.real_build(*args, **kwargs)
-
-        def step(images, labels):
-            self.calls += 1
-            if self.calls == self.at:
-                raise KeyboardInterrupt
-            out = step_fn(images, labels)
-            return ms.Tensor(np.float32("nan")) if self.calls == self.nan_at else out
-        step.get_parameters = step_fn.get_parameters
-        return step, optimizer
-
-
 # Run in a subprocess: trains with tiny_config's overrides and dies by SIGKILL halfway through
 # writing checkpoint NAME at EPOCH (the temporary file is left half-written, as a real kill leaves it).
 _KILLED_WRITER = """
@@ -204,11 +185,11 @@ def test_killed_and_corrupted_runs_resume_to_the_uninterrupted_result(tmp_path, 
 
 def test_ctrl_c_exits_130_naming_the_checkpoint_to_resume_from(tmp_path, tiny_data, monkeypatch, capsys):
     args = ["train", "-c", "demo", *sum((["--set", o] for o in _overrides(tiny_data, tmp_path / "run")), [])]
-    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(at=2))   # epoch 1, nothing saved yet
+    monkeypatch.setattr(train_module, "build_train_step", InterruptedStep(at=2))   # epoch 1, nothing saved yet
     assert main(args) == 130
     assert capsys.readouterr().err.strip() == ("fcn8s: interrupted before the first epoch ended; no checkpoint "
                                                "was written")
-    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(at=7))   # epoch 2
+    monkeypatch.setattr(train_module, "build_train_step", InterruptedStep(at=7))   # epoch 2
     assert main([*args, "--resume"]) == 130
     assert capsys.readouterr().err.strip() == (f"fcn8s: interrupted; --resume continues from "
                                                f"{tmp_path / 'run' / 'last.ckpt'} (end of epoch 1)")
@@ -278,12 +259,12 @@ def test_a_second_training_into_a_locked_folder_is_refused_and_a_stale_lock_take
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(nan_at=6))
+    monkeypatch.setattr(train_module, "build_train_step", InterruptedStep(nan_at=6))
     with pytest.raises(FCNError, match=r"loss is nan at epoch 2, step 6 .*last good checkpoint is .*last.ckpt"):
         train_module.train(tiny_config(tiny_data, tmp_path))
     assert training_state(read_checkpoint(tmp_path / "last.ckpt"))["epoch"] == 1
     capsys.readouterr()
-    monkeypatch.setattr(train_module, "build_train_step", _Interrupt(nan_at=2))
+    monkeypatch.setattr(train_module, "build_train_step", InterruptedStep(nan_at=2))
     code = main(["train", "-c", "demo", *sum((["--set", o] for o in _overrides(tiny_data, tmp_path / "cli")), [])])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("fcn8s: error: loss is nan at epoch 1, step 2") and "none saved yet" in err
