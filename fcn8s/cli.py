@@ -221,8 +221,11 @@ def _run(args):
         return demo(args.output_dir, config=args.config, overrides=args.overrides, force=args.force)
     if command == "launch":
         from .launch import launch
-        return launch(args.workers, args.nodes, args.node_rank, args.master_addr, args.master_port, args.log_dir,
-                      args.train_args)
+        train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+        # checked here, once, rather than failing in every worker
+        train_cfg = build_config(get_args_parser().parse_args(["train", *train_args]))
+        return launch(args.workers, train_args, train_cfg.train.output_dir, args.nodes, args.node_rank,
+                      args.master_addr, args.master_port, args.log_dir)
     if command == "bench":
         from .bench import bench
         return bench(args)

@@ -5,9 +5,14 @@ msrun runs ``python <script> <args>`` once per worker with the ``python`` found 
 the fcn8s that is launched is the one the user runs, however it was installed. One node: a free port
 on this machine is picked unless ``--master-port`` is given. Several nodes: run the same command on
 each with its ``--node-rank`` and the first node's ``--master-addr``; rank 0 is on node 0.
+
+Ctrl-C, or a SIGTERM to the launcher alone, stops the job msrun's own way: msrun, sent SIGINT, kills its
+workers (each in a session of its own, so nothing else reaches them) and its scheduler, then exits. Killing
+msrun instead would leave the workers training.
 """
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +23,7 @@ from .log import get_logger
 
 WORKER_SCRIPT = Path(__file__).resolve().with_name("msrun_worker.py")
 DEFAULT_PORT = 8118   # several nodes need a port agreed in advance
+STOP_GRACE_S = 30     # how long msrun may take to stop its workers before it is killed
 
 
 def free_port():
@@ -44,17 +50,37 @@ def msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, 
     return command, port
 
 
-def launch(workers, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=None, log_dir="msrun_logs",
-           train_args=()):
-    """Run msrun (see the module docstring) and wait for it; its exit code (non-zero when a worker failed)."""
-    args = list(train_args)
-    if args[:1] == ["--"]:
-        args = args[1:]
-    command, port = msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, args)
+def launch(workers, train_args, run_dir, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=None,
+           log_dir="msrun_logs"):
+    """Run msrun (see the module docstring) and wait for it; its exit code (non-zero when a worker failed).
+
+    ``train_args``: the arguments of ``fcn8s train``, already checked; ``run_dir``: the run's folder, where a
+    Ctrl-C finds the checkpoint that the same command with ``--resume`` continues from.
+    """
+    command, port = msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, train_args)
     get_logger().info(f"msrun: {workers} worker(s) on this node (node {node_rank} of {nodes}), master "
                       f"{master_addr}:{port}, worker logs in {log_dir}/")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    code = subprocess.call(command, env=env)
+    msrun = subprocess.Popen(command, env=env)
+    try:
+        code = msrun.wait()
+    except KeyboardInterrupt:
+        _stop(msrun)
+        if node_rank != 0:   # rank 0, on node 0, writes the checkpoints
+            raise
+        from .rundir import where_to_resume
+        raise KeyboardInterrupt(where_to_resume(run_dir, "the same fcn8s launch with --resume")) from None
     if code != 0:
         get_logger().error(f"msrun ended with exit code {code}: a worker failed; see {log_dir}/worker_*.log")
     return code
+
+
+def _stop(msrun):
+    """Stop msrun and its workers: SIGINT (which a Ctrl-C at a terminal has sent already), then a kill if it hangs."""
+    if msrun.poll() is None:
+        msrun.send_signal(signal.SIGINT)
+    try:
+        msrun.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        msrun.kill()
+        msrun.wait()

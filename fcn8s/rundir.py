@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from .checkpoint import save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint, training_state
 from .errors import FCNError
 from .fileio import atomic_write_text, make_output_dir
 from .log import get_logger
@@ -159,3 +159,15 @@ class RunDir:
         if self.is_main:
             for old in sorted(self.dir.glob("epoch_*.ckpt"))[:-keep]:
                 old.unlink()
+
+
+def where_to_resume(folder, how):
+    """The line a stopped run leaves: the checkpoint in the run folder ``folder`` that ``how`` continues from
+    (the last finished epoch's)."""
+    for path in RunDir(folder).resume_candidates():
+        try:
+            epoch = training_state(read_checkpoint(path))["epoch"]
+        except (FCNError, KeyError):
+            continue
+        return f"interrupted; {how} continues from {path} (end of epoch {epoch})"
+    return "interrupted before the first epoch ended; no checkpoint was written"

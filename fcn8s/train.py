@@ -28,7 +28,7 @@ from .models import build_model
 from .optim import Momentum
 from .predict import Predictor
 from .ranks import record_and_compare
-from .rundir import RunDir
+from .rundir import RunDir, where_to_resume
 from .runtime import MindSporeModel
 from .schedule import lr_per_step
 from .visualize import plot_training_curves
@@ -148,7 +148,7 @@ def train(cfg, force=False, how_to_resume="--resume"):
     except KeyboardInterrupt:
         with contextlib.suppress(FCNError):   # a failed write: the checkpoint named is the one before it
             run.wait()                        # the last finished epoch's files land first
-        raise KeyboardInterrupt(_where_to_resume(run, how_to_resume)) from None
+        raise KeyboardInterrupt(where_to_resume(run.dir, how_to_resume)) from None
     finally:
         run.close()
 
@@ -170,17 +170,6 @@ def _epoch_writer(run, params, net, state, t):
             run.prune(t.keep_checkpoint_max)
         plot_training_curves(run.log_path, run.dir)
     return write
-
-
-def _where_to_resume(run, how):
-    """What Ctrl-C leaves: the checkpoint that ``how`` continues from (the last finished epoch's)."""
-    for path in run.resume_candidates():
-        try:
-            epoch = training_state(read_checkpoint(path))["epoch"]
-        except (FCNError, KeyError):
-            continue
-        return f"interrupted; {how} continues from {path} (end of epoch {epoch})"
-    return "interrupted before the first epoch ended; no checkpoint was written"
 
 
 def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):

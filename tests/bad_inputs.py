@@ -122,4 +122,6 @@ CASES = [
     ("bench of an unknown measurement", lambda d: ["bench", "--what", "speed", "-o", str(Path(d) / "b.json")]),
     ("bench with no rounds", lambda d: ["bench", "--rounds", "0", "-o", str(Path(d) / "b.json")]),
     ("launch with no workers", lambda d: ["launch", "--workers", "0", "--", "-c", "demo"]),
+    ("launch with an unknown train key", lambda d: ["launch", "--workers", "2", "--log-dir", str(Path(d) / "logs"),
+                                                     "--", "-c", "demo", "--set", "train.epoch=3"]),
 ]

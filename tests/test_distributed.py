@@ -51,27 +51,46 @@ def test_two_workers_read_disjoint_rows_and_end_with_identical_weights(launch_ar
     assert not np.array_equal(first, read_checkpoint(run / "last.ckpt")["conv1.0.weight"].asnumpy())
 
 
-def test_a_killed_worker_ends_the_job_with_an_error_and_a_relaunch_resumes(launch_args):
+def _wait_for(condition, proc, what, timeout=300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline and proc.poll() is None, what
+        time.sleep(1)
+
+
+def _workers_of(run):
+    found = subprocess.run(["pgrep", "-f", f"msrun_worker.py train .*{run}"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_killed_worker_fails_the_job_a_relaunch_resumes_and_a_stopped_launcher_stops_its_workers(launch_args):
     command, run, logs = launch_args("killed", "train.epochs=200")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while "step 3/" not in ((logs / "worker_0.log").read_text() if (logs / "worker_0.log").exists() else ""):
-        assert time.time() < deadline and proc.poll() is None, "the job did not start training"
-        time.sleep(1)
-    worker = subprocess.run(["pgrep", "-f", f"msrun_worker.py train .*{run}"], capture_output=True, text=True)
-    os.kill(max(int(pid) for pid in worker.stdout.split()), signal.SIGKILL)
+    rank0_log = logs / "worker_0.log"
+    _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), proc, "the job did not start training")
+    os.kill(max(_workers_of(run)), signal.SIGKILL)
     try:
         out, _ = proc.communicate(timeout=240)
     finally:
         proc.kill()
     assert proc.returncode != 0
     assert "a worker failed" in out
-    # the relaunch continues from the last finished epoch's checkpoint and trains one more epoch
+    # the relaunch continues from the last finished epoch's checkpoint
     done = training_state(read_checkpoint(run / "last.ckpt"))["epoch"]
-    command, run, logs = launch_args("killed", f"train.epochs={done + 1}", "train.resume=auto")
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    rank0 = (logs / "worker_0.log").read_text()
-    assert proc.returncode == 0, proc.stderr[-2000:] + rank0[-3000:]
-    assert f"resumed from {run / 'last.ckpt'}: epoch {done}, step {2 * done}" in rank0
+    command, run, logs = launch_args("killed", "train.epochs=200", "train.resume=auto")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: training_state(read_checkpoint(run / "last.ckpt"))["epoch"] > done, proc,
+              "the relaunch did not finish an epoch")
+    # stopped as a scheduler stops a job (SIGTERM to the launcher alone): msrun's workers stop with it
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    deadline = time.time() + 10
+    while _workers_of(run) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _workers_of(run)
+    assert f"resumed from {run / 'last.ckpt'}: epoch {done}, step {2 * done}" in (logs / "worker_0.log").read_text()
     state = training_state(read_checkpoint(run / "last.ckpt"))
-    assert state["epoch"] == done + 1 and state["step"] == 2 * (done + 1)
+    assert state["epoch"] > done and state["step"] == 2 * state["epoch"]
+    assert err.splitlines()[-1] == (f"fcn8s: interrupted; the same fcn8s launch with --resume continues from "
+                                    f"{run / 'last.ckpt'} (end of epoch {state['epoch']})")
