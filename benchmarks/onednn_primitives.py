@@ -91,13 +91,14 @@ def main():
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("-o", "--output", help="JSON results file")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_step(args.child, args.batch, args.size, args.width, args.threads)
         return
     from fcn8s.fileio import atomic_write_text
-    from fcn8s.host import host_record
+    from fcn8s.host import host_record, thread_budget
+    args.threads = args.threads or thread_budget()[0]   # here, not at import: a child imports PyTorch first
     sides = {side: measure(side, args.batch, args.size, args.width, args.threads) for side in SIDES}
     for side, result in sides.items():
         print(f"{side}: step {result['step_s']:.2f} s, oneDNN {result['onednn_ms']:.0f} ms: "

@@ -6,7 +6,6 @@ pipeline, or onnxruntime on the exported graph) and prints the result as one JSO
 completes into a ``Row``: the documented schema of a results row.
 """
 import json
-import os
 import statistics
 import sys
 import time
@@ -111,19 +110,18 @@ def measure_onnxruntime(spec):
     """
     import onnxruntime
     from .onnx_graph import build_onnx_model
+    from .runtime import onnx_session
     net, _ = model_and_step("fcn8s", "infer", spec["width"], spec["mode"], 1)
     images, _ = random_batch(spec["batch"], spec["size"])
     model = build_onnx_model(net.parameters_dict(), "fcn8s", NUM_CLASSES).SerializeToString()
     del net
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = onnx_session(model)
     first, times = timed(lambda: session.run(None, {"images": images}), spec["repeat"], spec["warmup"])
     return {**spec, "framework": "onnxruntime", "version": onnxruntime.__version__, "first_call_s": first,
             "times_s": times, "median_s": statistics.median(times), "peak_rss_mib": peak_rss_mib(),
             "gflop": fcn_forward_gflop("fcn8s", NUM_CLASSES, spec["width"], spec["batch"], spec["size"],
                                        spec["size"]),
-            "threads": options.intra_op_num_threads, "env": kernel_environment()}
+            "threads": session.get_session_options().intra_op_num_threads, "env": kernel_environment()}
 
 
 def measure_data(spec):

@@ -22,6 +22,19 @@ def kernel_environment():
     return {name: os.environ.get(name) for name in KERNEL_ENV}
 
 
+def thread_budget():
+    """(threads, why): how many threads this process's compute may use: OMP_NUM_THREADS when set, else the
+    CPUs it may run on (its affinity, which taskset and cgroup cpusets narrow, unlike os.cpu_count)."""
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), "OMP_NUM_THREADS"
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:   # macOS has no affinity
+        cores = os.cpu_count() or 1
+    return cores, f"{cores} cores"
+
+
 def _cpuinfo(field):
     """The value of the first ``field`` line of /proc/cpuinfo, or "" where there is none."""
     try:

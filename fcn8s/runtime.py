@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FCNError
+from .host import thread_budget
 from .log import get_logger
 
 
@@ -29,6 +30,16 @@ class MindSporeModel:
         return self.net(ms.Tensor(batch)).asnumpy()
 
 
+def onnx_session(model):
+    """An onnxruntime CPU session of ``model`` (a path, or the serialised model) on this process's thread budget
+    (``host.thread_budget``): what `fcn8s eval` / `infer` run and what `fcn8s bench` measures."""
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = thread_budget()[0]
+    return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                        providers=["CPUExecutionProvider"])
+
+
 class OnnxModel:
     """A model exported by ``fcn8s export --format ONNX``, run by onnxruntime on the CPU (any batch and size)."""
     input_size = None
@@ -39,7 +50,7 @@ class OnnxModel:
         except ImportError:
             raise FCNError(f"{path}: running an ONNX model needs onnxruntime: pip install 'fcn8s[onnx]'") from None
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = onnx_session(path)
         except Exception as exc:  # onnxruntime's own error types: any of them means the file is unusable
             raise FCNError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
         classes = self.session.get_outputs()[0].shape[1]

@@ -40,7 +40,7 @@ import numpy as np
 # framework-free: the same layout, width rule and FLOP count as the MindSpore network, and what the
 # bench records of every measuring process
 from fcn8s.architecture import ARCHS, FC_CHANNELS, STRIDE, VGG16_BLOCKS, fcn_forward_gflop, head_layers, scaled
-from fcn8s.host import kernel_environment, peak_rss_mib, timed
+from fcn8s.host import kernel_environment, peak_rss_mib, thread_budget, timed
 
 NUM_CLASSES = 21    # PASCAL VOC, the bench's class count
 IGNORE_INDEX = 255
@@ -244,7 +244,8 @@ def get_args_parser():
     parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     parser.add_argument("--repeat", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
+    parser.add_argument("--threads", type=int, default=thread_budget()[0],
+                        help="torch.set_num_threads (default: host.thread_budget, as our side)")
     parser.add_argument("--channels-last", action="store_true",
                         help="model and inputs in torch.channels_last memory format")
     parser.add_argument("--check", metavar="CKPT",

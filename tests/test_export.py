@@ -1,3 +1,5 @@
+import os
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -5,6 +7,7 @@ import pytest
 from fcn8s.checkpoint import save_checkpoint
 from fcn8s.cli import main
 from fcn8s.models import FCN
+from fcn8s.runtime import OnnxModel
 
 TINY = ["--set", "model.num_classes=3", "--set", "model.width=0.0625", "--set", "device.target=CPU"]
 
@@ -50,6 +53,20 @@ def test_onnx_export_gives_the_network_logits(arch, tmp_path, randomise_bn_stati
         expected = net(ms.Tensor(images)).asnumpy()
         assert got.shape == expected.shape == (shape[0], 3, *shape[2:])
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_onnx_models_run_on_the_thread_budget(tmp_path, monkeypatch):
+    """`fcn8s eval/infer` of a .onnx and `fcn8s bench`'s onnxruntime row share one session setup: OMP_NUM_THREADS
+    when set, else the CPUs the process may run on (onnxruntime's own default counts physical cores)."""
+    pytest.importorskip("onnxruntime")
+    from fcn8s.onnx_graph import build_onnx_model
+    path = tmp_path / "m.onnx"
+    path.write_bytes(build_onnx_model(FCN("fcn8s", 3, 0.0625).parameters_dict(), "fcn8s", 3).SerializeToString())
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert OnnxModel(path, 3).session.get_session_options().intra_op_num_threads == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 4, 6, 8})
+    assert OnnxModel(path, 3).session.get_session_options().intra_op_num_threads == 5
 
 
 def test_onnx_export_that_disagrees_is_not_written(tiny_ckpt, tmp_path, capsys, monkeypatch):

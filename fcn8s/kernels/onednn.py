@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 
 from ..fileio import atomic_path, atomic_write_text
-from ..host import cpu_flags
+from ..host import cpu_flags, thread_budget
 from ..log import get_logger
 from . import ONEDNN_LAYOUTS
 
@@ -95,13 +95,11 @@ def kernel_threads():
     msrun exports only the worker count of all hosts (MS_WORKER_NUM), so on several hosts the share
     is smaller than it could be; set OMP_NUM_THREADS there.
     """
-    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if omp.isdigit() and int(omp) > 0:
-        return int(omp), "OMP_NUM_THREADS"
+    cores, why = thread_budget()
+    if why == "OMP_NUM_THREADS":
+        return cores, why
     import mindspore as ms
-    cores = len(os.sched_getaffinity(0))
     workers = int(os.environ.get("MS_WORKER_NUM", "1") or 1)
-    why = f"{cores} cores"
     if workers > 1 and "MSRUN_CPU_LIST" not in os.environ:
         cores, why = max(1, cores // workers), f"{cores} cores / {workers} msrun workers"
     mindspore_threads = ms.get_context("runtime_num_threads")
