@@ -46,11 +46,9 @@ class OnnxModel:
 
     def __init__(self, path, num_classes):
         try:
-            import onnxruntime
+            self.session = onnx_session(path)
         except ImportError:
             raise FCNError(f"{path}: running an ONNX model needs onnxruntime: pip install 'fcn8s[onnx]'") from None
-        try:
-            self.session = onnx_session(path)
         except Exception as exc:  # onnxruntime's own error types: any of them means the file is unusable
             raise FCNError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
         classes = self.session.get_outputs()[0].shape[1]

@@ -1,4 +1,5 @@
 import os
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 
 from fcn8s.checkpoint import save_checkpoint
 from fcn8s.cli import main
+from fcn8s.errors import FCNError
 from fcn8s.models import FCN
 from fcn8s.runtime import OnnxModel
 
@@ -67,6 +69,13 @@ def test_onnx_models_run_on_the_thread_budget(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 4, 6, 8})
     assert OnnxModel(path, 3).session.get_session_options().intra_op_num_threads == 5
+
+
+def test_an_onnx_model_without_onnxruntime_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # import onnxruntime raises ImportError
+    with pytest.raises(FCNError) as err:
+        OnnxModel(tmp_path / "m.onnx", 3)
+    assert str(err.value) == f"{tmp_path / 'm.onnx'}: running an ONNX model needs onnxruntime: pip install 'fcn8s[onnx]'"
 
 
 def test_onnx_export_that_disagrees_is_not_written(tiny_ckpt, tmp_path, capsys, monkeypatch):
