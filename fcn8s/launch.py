@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import FCNError
 from .log import get_logger
+from .rundir import where_to_resume
 
 WORKER_SCRIPT = Path(__file__).resolve().with_name("msrun_worker.py")
 DEFAULT_PORT = 8118   # several nodes need a port agreed in advance
@@ -62,16 +63,18 @@ def launch(workers, train_args, run_dir, nodes=1, node_rank=0, master_addr="127.
                       f"{master_addr}:{port}, worker logs in {log_dir}/")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     msrun = subprocess.Popen(command, env=env)
+    resume = "the same fcn8s launch with --resume"
     try:
         code = msrun.wait()
     except KeyboardInterrupt:
         _stop(msrun)
         if node_rank != 0:   # rank 0, on node 0, writes the checkpoints
-            raise
-        from .rundir import where_to_resume
-        raise KeyboardInterrupt(where_to_resume(run_dir, "the same fcn8s launch with --resume")) from None
+            raise KeyboardInterrupt("interrupted; this node's workers are stopped, and the job fails on the other "
+                                    "nodes without them (node 0 names the checkpoint to resume from)") from None
+        raise KeyboardInterrupt(where_to_resume(run_dir, resume)) from None
     if code != 0:
-        get_logger().error(f"msrun ended with exit code {code}: a worker failed; see {log_dir}/worker_*.log")
+        failed = where_to_resume(run_dir, resume, "a worker failed") if node_rank == 0 else "a worker failed"
+        get_logger().error(f"msrun ended with exit code {code}: {failed}; see {log_dir}/worker_*.log")
     return code
 
 

@@ -161,13 +161,13 @@ class RunDir:
                 old.unlink()
 
 
-def where_to_resume(folder, how):
-    """The line a stopped run leaves: the checkpoint in the run folder ``folder`` that ``how`` continues from
-    (the last finished epoch's)."""
+def where_to_resume(folder, how, stopped="interrupted"):
+    """The line a run that ``stopped`` leaves: the checkpoint in the run folder ``folder`` that ``how`` continues
+    from (the last finished epoch's)."""
     for path in RunDir(folder).resume_candidates():
         try:
             epoch = training_state(read_checkpoint(path))["epoch"]
         except (FCNError, KeyError):
             continue
-        return f"interrupted; {how} continues from {path} (end of epoch {epoch})"
-    return "interrupted before the first epoch ended; no checkpoint was written"
+        return f"{stopped}; {how} continues from {path} (end of epoch {epoch})"
+    return f"{stopped} before the first epoch ended; no checkpoint was written"

@@ -1,9 +1,12 @@
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from fcn8s.checkpoint import read_checkpoint, training_state
 from fcn8s.data.mindrecord import convert_voc
 from fcn8s.data.synth import make_synthetic_voc
+from fcn8s.launch import free_port
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +24,14 @@ def launch_args(tmp_path_factory):
     voc = make_synthetic_voc(root, num_train=8, num_val=2, size=(64, 64), num_classes=3, seed=2)
     convert_voc(voc, root / "mr", num_classes=3)
 
-    def command(name, *extra):
+    def command(name, *extra, launch_options=("--workers", "2"), log_dir=None):
         overrides = [f"data.train={root / 'mr' / 'train.mindrecord'}", f"data.val={root / 'mr' / 'val.mindrecord'}",
                      f"train.output_dir={root / name}", "model.num_classes=3", "model.width=0.0625",
                      "data.crop_size=64", "data.num_workers=1", "train.batch_size=2", "train.log_interval=1",
                      "eval.canvas=64", "device.target=CPU", *extra]
-        return ([sys.executable, "-m", "fcn8s.cli", "launch", "--workers", "2", "--log-dir", str(root / f"{name}_logs"),
-                 "--", "-c", "demo", *sum((["--set", o] for o in overrides), [])], root / name, root / f"{name}_logs")
+        logs = root / (log_dir or f"{name}_logs")
+        return ([sys.executable, "-m", "fcn8s.cli", "launch", *launch_options, "--log-dir", str(logs),
+                 "--", "-c", "demo", *sum((["--set", o] for o in overrides), [])], root / name, logs)
     return command
 
 
@@ -74,9 +79,10 @@ def test_a_killed_worker_fails_the_job_a_relaunch_resumes_and_a_stopped_launcher
     finally:
         proc.kill()
     assert proc.returncode != 0
-    assert "a worker failed" in out
-    # the relaunch continues from the last finished epoch's checkpoint
+    # the relaunch continues from the last finished epoch's checkpoint, which the failure names
     done = training_state(read_checkpoint(run / "last.ckpt"))["epoch"]
+    assert (f"a worker failed; the same fcn8s launch with --resume continues from {run / 'last.ckpt'} "
+            f"(end of epoch {done})") in out
     command, run, logs = launch_args("killed", "train.epochs=200", "train.resume=auto")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: training_state(read_checkpoint(run / "last.ckpt"))["epoch"] > done, proc,
@@ -94,3 +100,66 @@ def test_a_killed_worker_fails_the_job_a_relaunch_resumes_and_a_stopped_launcher
     assert state["epoch"] > done and state["step"] == 2 * state["epoch"]
     assert err.splitlines()[-1] == (f"fcn8s: interrupted; the same fcn8s launch with --resume continues from "
                                     f"{run / 'last.ckpt'} (end of epoch {state['epoch']})")
+
+
+def _non_loopback_address():
+    """An IPv4 address of this host other than loopback (None if it has none): two "nodes" on one host."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))   # a UDP connect sends nothing; it picks the address a packet would leave from
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def _listening(address, port):
+    with socket.socket() as s:
+        return s.connect_ex((address, port)) == 0
+
+
+def _worker_ranks(run):
+    """The ranks of the msrun workers still training ``run`` (their RANK_ID; msrun and its scheduler left out)."""
+    ranks = set()
+    for pid in _workers_of(run):
+        with contextlib.suppress(OSError):
+            environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+                           if "=" in item)
+            if environ.get("MS_ROLE") == "MS_WORKER":
+                ranks.add(int(environ["RANK_ID"]))
+    return ranks
+
+
+def test_a_launcher_stopped_on_node_1_stops_its_worker_and_node_0_fails_naming_the_checkpoint(launch_args):
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this host has no address but loopback, which msrun refuses for several nodes")
+    port = free_port()
+    nodes = []
+    for rank in (0, 1):
+        command, run, logs = launch_args("nodes", "train.epochs=200", log_dir=f"nodes_logs_{rank}", launch_options=(
+            "--workers", "1", "--nodes", "2", "--node-rank", str(rank), "--master-addr", address, "--master-port",
+            str(port)))
+        nodes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        if rank == 0:   # node 0 runs the scheduler (on one host node 1's msrun starts one too, which must lose)
+            _wait_for(lambda: _listening(address, port), nodes[0], "node 0's scheduler did not start", timeout=60)
+    node0, node1 = nodes
+    rank0_log = run.parent / "nodes_logs_0" / "worker_0.log"
+    try:
+        _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), node0, "the job did not train")
+        assert _worker_ranks(run) == {0, 1}
+        node1.send_signal(signal.SIGTERM)   # node 1's launcher stopped alone
+        out1, _ = node1.communicate(timeout=120)
+        assert node1.returncode == 130, out1[-2000:]
+        assert out1.splitlines()[-1] == ("fcn8s: interrupted; this node's workers are stopped, and the job fails on "
+                                         "the other nodes without them (node 0 names the checkpoint to resume from)")
+        assert 1 not in _worker_ranks(run)
+        out0, _ = node0.communicate(timeout=240)   # node 0's job notices it lost rank 1
+    finally:
+        for node in nodes:
+            node.kill()
+    assert node0.returncode != 0
+    done = training_state(read_checkpoint(run / "last.ckpt"))["epoch"]
+    assert (f"a worker failed; the same fcn8s launch with --resume continues from {run / 'last.ckpt'} "
+            f"(end of epoch {done})") in out0
+    assert not _worker_ranks(run)
