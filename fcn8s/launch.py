@@ -8,7 +8,8 @@ each with its ``--node-rank`` and the first node's ``--master-addr``; rank 0 is 
 
 Ctrl-C, or a SIGTERM to the launcher alone, stops the job msrun's own way: msrun, sent SIGINT, kills its
 workers (each in a session of its own, so nothing else reaches them) and its scheduler, then exits. Killing
-msrun instead would leave the workers training.
+msrun instead would leave the workers training. Stopped on a node other than 0, only that node's workers
+stop; the job then fails on the others when MindSpore's cluster notices, and node 0 names the checkpoint.
 """
 import os
 import shutil
