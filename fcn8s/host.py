@@ -22,12 +22,18 @@ def kernel_environment():
     return {name: os.environ.get(name) for name in KERNEL_ENV}
 
 
+def omp_num_threads():
+    """OMP_NUM_THREADS (its first level) as a positive int; None when it is unset or not one."""
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(omp) if omp.isdigit() and int(omp) > 0 else None
+
+
 def thread_budget():
     """(threads, why): how many threads this process's compute may use: OMP_NUM_THREADS when set, else the
     CPUs it may run on (its affinity, which taskset and cgroup cpusets narrow, unlike os.cpu_count)."""
-    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if omp.isdigit() and int(omp) > 0:
-        return int(omp), "OMP_NUM_THREADS"
+    omp = omp_num_threads()
+    if omp:
+        return omp, "OMP_NUM_THREADS"
     if hasattr(os, "sched_getaffinity"):
         cores = len(os.sched_getaffinity(0))
     else:   # macOS has no affinity

@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 
 from ..fileio import atomic_path, atomic_write_text
-from ..host import cpu_flags, thread_budget
+from ..host import cpu_flags, omp_num_threads, thread_budget
 from ..log import get_logger
 from . import ONEDNN_LAYOUTS
 
@@ -96,7 +96,7 @@ def kernel_threads():
     is smaller than it could be; set OMP_NUM_THREADS there.
     """
     cores, why = thread_budget()
-    if why == "OMP_NUM_THREADS":
+    if omp_num_threads():
         return cores, why
     import mindspore as ms
     workers = int(os.environ.get("MS_WORKER_NUM", "1") or 1)
