@@ -56,11 +56,12 @@ def test_two_workers_read_disjoint_rows_and_end_with_identical_weights(launch_ar
     assert not np.array_equal(first, read_checkpoint(run / "last.ckpt")["conv1.0.weight"].asnumpy())
 
 
-def _wait_for(condition, proc, what, timeout=300):
+def _wait_for(condition, what, proc=None, timeout=300):
+    """Wait until ``condition()``; fail with ``what`` after ``timeout`` s, or as soon as ``proc`` (if given) has ended."""
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline and proc.poll() is None, what
-        time.sleep(1)
+        assert time.time() < deadline and (proc is None or proc.poll() is None), what
+        time.sleep(0.5)
 
 
 def _workers_of(run):
@@ -72,7 +73,7 @@ def test_a_killed_worker_fails_the_job_a_relaunch_resumes_and_a_stopped_launcher
     command, run, logs = launch_args("killed", "train.epochs=200")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rank0_log = logs / "worker_0.log"
-    _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), proc, "the job did not start training")
+    _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), "the job did not start training", proc)
     os.kill(max(_workers_of(run)), signal.SIGKILL)
     try:
         out, _ = proc.communicate(timeout=240)
@@ -85,16 +86,13 @@ def test_a_killed_worker_fails_the_job_a_relaunch_resumes_and_a_stopped_launcher
             f"(end of epoch {done})") in out
     command, run, logs = launch_args("killed", "train.epochs=200", "train.resume=auto")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: training_state(read_checkpoint(run / "last.ckpt"))["epoch"] > done, proc,
-              "the relaunch did not finish an epoch")
+    _wait_for(lambda: training_state(read_checkpoint(run / "last.ckpt"))["epoch"] > done,
+              "the relaunch did not finish an epoch", proc)
     # stopped as a scheduler stops a job (SIGTERM to the launcher alone): msrun's workers stop with it
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    deadline = time.time() + 10
-    while _workers_of(run) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not _workers_of(run)
+    _wait_for(lambda: not _workers_of(run), "a worker outlived the launcher", timeout=10)
     assert f"resumed from {run / 'last.ckpt'}: epoch {done}, step {2 * done}" in (logs / "worker_0.log").read_text()
     state = training_state(read_checkpoint(run / "last.ckpt"))
     assert state["epoch"] > done and state["step"] == 2 * state["epoch"]
@@ -142,18 +140,18 @@ def test_a_launcher_stopped_on_node_1_stops_its_worker_and_node_0_fails_naming_t
             str(port)))
         nodes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         if rank == 0:   # node 0 runs the scheduler (on one host node 1's msrun starts one too, which must lose)
-            _wait_for(lambda: _listening(address, port), nodes[0], "node 0's scheduler did not start", timeout=60)
+            _wait_for(lambda: _listening(address, port), "node 0's scheduler did not start", nodes[0], timeout=60)
     node0, node1 = nodes
     rank0_log = run.parent / "nodes_logs_0" / "worker_0.log"
     try:
-        _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), node0, "the job did not train")
+        _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), "the job did not train", node0)
         assert _worker_ranks(run) == {0, 1}
         node1.send_signal(signal.SIGTERM)   # node 1's launcher stopped alone
         out1, _ = node1.communicate(timeout=120)
         assert node1.returncode == 130, out1[-2000:]
         assert out1.splitlines()[-1] == ("fcn8s: interrupted; this node's workers are stopped, and the job fails on "
                                          "the other nodes without them (node 0 names the checkpoint to resume from)")
-        assert 1 not in _worker_ranks(run)
+        _wait_for(lambda: 1 not in _worker_ranks(run), "node 1's worker outlived its launcher", timeout=10)
         out0, _ = node0.communicate(timeout=240)   # node 0's job notices it lost rank 1
     finally:
         for node in nodes:
@@ -162,4 +160,4 @@ def test_a_launcher_stopped_on_node_1_stops_its_worker_and_node_0_fails_naming_t
     done = training_state(read_checkpoint(run / "last.ckpt"))["epoch"]
     assert (f"a worker failed; the same fcn8s launch with --resume continues from {run / 'last.ckpt'} "
             f"(end of epoch {done})") in out0
-    assert not _worker_ranks(run)
+    _wait_for(lambda: not _worker_ranks(run), "node 0's worker outlived its launcher", timeout=10)
