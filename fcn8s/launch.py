@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from .errors import FCNError
+from .host import thread_budget
 from .log import get_logger
 from .rundir import where_to_resume
 
@@ -52,6 +53,19 @@ def msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, 
     return command, port
 
 
+def worker_threads(workers):
+    """(OMP_NUM_THREADS for each of this node's ``workers``, why): the user's, else an equal share of the cores.
+
+    It must be set: msrun imports MindSpore, which sets OMP_NUM_THREADS=1 where it is unset, and msrun's
+    workers inherit that, so their kernels (kernels.onednn.kernel_threads) would run one thread each
+    however many cores the node has.
+    """
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return os.environ["OMP_NUM_THREADS"], "OMP_NUM_THREADS, set by the user"
+    cores, why = thread_budget()
+    return str(max(1, cores // workers)), why if workers == 1 else f"{why} / {workers} workers"
+
+
 def launch(workers, train_args, run_dir, nodes=1, node_rank=0, master_addr="127.0.0.1", master_port=None,
            log_dir="msrun_logs"):
     """Run msrun (see the module docstring) and wait for it; its exit code (non-zero when a worker failed).
@@ -60,9 +74,12 @@ def launch(workers, train_args, run_dir, nodes=1, node_rank=0, master_addr="127.
     Ctrl-C finds the checkpoint that the same command with ``--resume`` continues from.
     """
     command, port = msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, train_args)
-    get_logger().info(f"msrun: {workers} worker(s) on this node (node {node_rank} of {nodes}), master "
-                      f"{master_addr}:{port}, worker logs in {log_dir}/")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    threads, why = worker_threads(workers)
+    get_logger().info(f"msrun: {workers} worker(s) on this node (node {node_rank} of {nodes}), {threads} "
+                      f"thread{'' if threads == '1' else 's'} each ({why}), master {master_addr}:{port}, "
+                      f"worker logs in {log_dir}/")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               OMP_NUM_THREADS=threads)
     msrun = subprocess.Popen(command, env=env)
     resume = "the same fcn8s launch with --resume"
     try:

@@ -14,7 +14,19 @@ import pytest
 from fcn8s.checkpoint import read_checkpoint, training_state
 from fcn8s.data.mindrecord import convert_voc
 from fcn8s.data.synth import make_synthetic_voc
-from fcn8s.launch import free_port
+from fcn8s.kernels import onednn
+from fcn8s.launch import free_port, worker_threads
+
+# the launches get the environment a user's shell would give them: without it they would inherit this process's C
+# environment, where importing MindSpore has set OMP_NUM_THREADS=1 (os.environ does not see it)
+USER_ENV = dict(os.environ)
+
+
+def _kernel_threads_line(workers_on_node):
+    """What rank 0 logs of its kernels' threads under `fcn8s launch` with ``workers_on_node`` workers on its node."""
+    threads = int(USER_ENV.get("OMP_NUM_THREADS", "").split(",")[0] or
+                  max(1, len(os.sched_getaffinity(0)) // workers_on_node))
+    return f"oneDNN convolution kernels: {threads} thread{'s' if threads > 1 else ''} (OMP_NUM_THREADS)"
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +49,12 @@ def launch_args(tmp_path_factory):
 
 def test_two_workers_read_disjoint_rows_and_end_with_identical_weights(launch_args):
     command, run, logs = launch_args("run", "train.epochs=2", "train.save_interval=1")
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, env=USER_ENV, capture_output=True, text=True, timeout=600)
     rank0, rank1 = ((logs / f"worker_{r}.log").read_text() for r in (0, 1))
     assert proc.returncode == 0, proc.stderr[-2000:] + rank0[-2000:] + rank1[-2000:]
     assert "data parallel: 2 workers (this is rank 0)" in rank0
+    if onednn.available()[0]:   # the node's cores shared: not the 1 thread msrun's workers would inherit
+        assert _kernel_threads_line(2) in rank0
     assert "training 2 epochs x 2 steps, batch 2 x 2 devices" in rank0   # 8 images / (2 per step x 2 workers)
     assert "[fcn8s]" not in rank1                                         # only rank 0 logs
     assert "data parallel: 2 ranks read disjoint rows and end with identical trained weights" in rank0
@@ -54,6 +68,16 @@ def test_two_workers_read_disjoint_rows_and_end_with_identical_weights(launch_ar
     assert state["epoch"] == 2 and state["step"] == 4
     first = read_checkpoint(run / "epoch_0001.ckpt")["conv1.0.weight"].asnumpy()
     assert not np.array_equal(first, read_checkpoint(run / "last.ckpt")["conv1.0.weight"].asnumpy())
+
+
+def test_each_worker_gets_its_share_of_the_node_unless_the_user_set_omp_num_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert worker_threads(1) == ("8", "8 cores")
+    assert worker_threads(2) == ("4", "8 cores / 2 workers")
+    assert worker_threads(16) == ("1", "8 cores / 16 workers")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_threads(2) == ("3", "OMP_NUM_THREADS, set by the user")
 
 
 def _wait_for(condition, what, proc=None, timeout=300):
@@ -71,7 +95,7 @@ def _workers_of(run):
 
 def test_a_killed_worker_fails_the_job_a_relaunch_resumes_and_a_stopped_launcher_stops_its_workers(launch_args):
     command, run, logs = launch_args("killed", "train.epochs=200")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, env=USER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rank0_log = logs / "worker_0.log"
     _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), "the job did not start training", proc)
     os.kill(max(_workers_of(run)), signal.SIGKILL)
@@ -85,7 +109,7 @@ def test_a_killed_worker_fails_the_job_a_relaunch_resumes_and_a_stopped_launcher
     assert (f"a worker failed; the same fcn8s launch with --resume continues from {run / 'last.ckpt'} "
             f"(end of epoch {done})") in out
     command, run, logs = launch_args("killed", "train.epochs=200", "train.resume=auto")
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, env=USER_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: training_state(read_checkpoint(run / "last.ckpt"))["epoch"] > done,
               "the relaunch did not finish an epoch", proc)
     # stopped as a scheduler stops a job (SIGTERM to the launcher alone): msrun's workers stop with it
@@ -138,7 +162,7 @@ def test_a_launcher_stopped_on_node_1_stops_its_worker_and_node_0_fails_naming_t
         command, run, logs = launch_args("nodes", "train.epochs=200", log_dir=f"nodes_logs_{rank}", launch_options=(
             "--workers", "1", "--nodes", "2", "--node-rank", str(rank), "--master-addr", address, "--master-port",
             str(port)))
-        nodes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        nodes.append(subprocess.Popen(command, env=USER_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         if rank == 0:   # node 0 runs the scheduler (on one host node 1's msrun starts one too, which must lose)
             _wait_for(lambda: _listening(address, port), "node 0's scheduler did not start", nodes[0], timeout=60)
     node0, node1 = nodes
@@ -146,6 +170,8 @@ def test_a_launcher_stopped_on_node_1_stops_its_worker_and_node_0_fails_naming_t
     try:
         _wait_for(lambda: rank0_log.exists() and "step 3/" in rank0_log.read_text(), "the job did not train", node0)
         assert _worker_ranks(run) == {0, 1}
+        if onednn.available()[0]:   # alone on its node, a worker's kernels get all its cores
+            assert _kernel_threads_line(1) in rank0_log.read_text()
         node1.send_signal(signal.SIGTERM)   # node 1's launcher stopped alone
         out1, _ = node1.communicate(timeout=120)
         assert node1.returncode == 130, out1[-2000:]

@@ -480,21 +480,15 @@ def test_the_probe_times_a_near_tie_for_longer(monkeypatch):
     assert len(order) == 2 * (1 + probe.MIN_CALLS)
 
 
-def test_the_kernel_threads_follow_omp_num_threads_mindspore_and_msrun(monkeypatch):
+def test_the_kernel_threads_follow_omp_num_threads_then_mindspore_within_the_cores(monkeypatch):
     import mindspore as ms
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert onednn.kernel_threads() == (3, "OMP_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS")
-    monkeypatch.delenv("MSRUN_CPU_LIST", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     runtime_num_threads = {"value": 30}
     monkeypatch.setattr(ms, "get_context", lambda key: runtime_num_threads["value"] if key == "runtime_num_threads"
                         else pytest.fail(key))
-    monkeypatch.setenv("MS_WORKER_NUM", "1")
-    assert onednn.kernel_threads() == (8, "8 cores")
-    monkeypatch.setenv("MS_WORKER_NUM", "4")
-    assert onednn.kernel_threads() == (2, "8 cores / 4 msrun workers")
-    monkeypatch.setenv("MSRUN_CPU_LIST", "[0, 1, 2, 3, 4, 5, 6, 7]")   # msrun --bind_core: these 8 are this worker's
     assert onednn.kernel_threads() == (8, "8 cores")
     runtime_num_threads["value"] = 5
     assert onednn.kernel_threads() == (5, "MindSpore's runtime_num_threads, 8 cores")

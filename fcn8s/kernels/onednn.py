@@ -89,19 +89,15 @@ def cap_mindspore_isa():
 def kernel_threads():
     """(threads of the kernels' pool, why): the same budget MindSpore's CPU kernels get.
 
-    OMP_NUM_THREADS wins. Otherwise MindSpore's runtime_num_threads (a value set through
-    device_context.cpu.op_tuning.threads_num cannot be read back), at most the cores this process may
-    run on, shared among msrun's workers unless msrun bound each to its own cores (MSRUN_CPU_LIST).
-    msrun exports only the worker count of all hosts (MS_WORKER_NUM), so on several hosts the share
-    is smaller than it could be; set OMP_NUM_THREADS there.
+    OMP_NUM_THREADS wins; msrun's workers always have it (``fcn8s launch`` gives each its share of the
+    node's cores, see launch.worker_threads; a bare msrun passes on the 1 that importing MindSpore sets).
+    Otherwise MindSpore's runtime_num_threads (a value set through device_context.cpu.op_tuning.threads_num
+    cannot be read back), at most the cores this process may run on.
     """
     cores, why = thread_budget()
     if omp_num_threads():
         return cores, why
     import mindspore as ms
-    workers = int(os.environ.get("MS_WORKER_NUM", "1") or 1)
-    if workers > 1 and "MSRUN_CPU_LIST" not in os.environ:
-        cores, why = max(1, cores // workers), f"{cores} cores / {workers} msrun workers"
     mindspore_threads = ms.get_context("runtime_num_threads")
     if 0 < mindspore_threads < cores:
         return mindspore_threads, f"MindSpore's runtime_num_threads, {why}"
