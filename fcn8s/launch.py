@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .errors import FCNError
-from .host import thread_budget
+from .host import omp_num_threads, thread_budget
 from .log import get_logger
 from .rundir import where_to_resume
 
@@ -60,7 +60,7 @@ def worker_threads(workers):
     workers inherit that, so their kernels (kernels.onednn.kernel_threads) would run one thread each
     however many cores the node has.
     """
-    if os.environ.get("OMP_NUM_THREADS", "").strip():
+    if omp_num_threads():
         return os.environ["OMP_NUM_THREADS"], "OMP_NUM_THREADS, set by the user"
     cores, why = thread_budget()
     return str(max(1, cores // workers)), why if workers == 1 else f"{why} / {workers} workers"

@@ -76,6 +76,8 @@ def test_each_worker_gets_its_share_of_the_node_unless_the_user_set_omp_num_thre
     assert worker_threads(1) == ("8", "8 cores")
     assert worker_threads(2) == ("4", "8 cores / 2 workers")
     assert worker_threads(16) == ("1", "8 cores / 16 workers")
+    monkeypatch.setenv("OMP_NUM_THREADS", "")   # not a thread count: the share
+    assert worker_threads(2) == ("4", "8 cores / 2 workers")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert worker_threads(2) == ("3", "OMP_NUM_THREADS, set by the user")
 
