@@ -11,6 +11,7 @@ workers (each in a session of its own, so nothing else reaches them) and its sch
 msrun instead would leave the workers training. Stopped on a node other than 0, only that node's workers
 stop; the job then fails on the others when MindSpore's cluster notices, and node 0 names the checkpoint.
 """
+import errno
 import os
 import shutil
 import signal
@@ -53,6 +54,21 @@ def msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, 
     return command, port
 
 
+def check_scheduler_address(address, port):
+    """FCNError unless this machine, node 0, can listen on ``address``:``port``, as msrun's scheduler will: where it
+    cannot start, msrun's workers wait for it without end (seen with the port taken: no error, no exit)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as a server does: a port in TIME_WAIT is free
+        try:
+            s.bind((address, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise FCNError(f"--master-port {port}: in use on {address}, where msrun's scheduler must listen; "
+                               f"choose another port (on one node, leave it out)") from None
+            raise FCNError(f"--master-addr {address}: this machine, node 0, cannot listen there for msrun's scheduler "
+                           f"({e.strerror or e})") from None
+
+
 def worker_threads(workers):
     """(OMP_NUM_THREADS for each of this node's ``workers``, why): the user's, else an equal share of the cores.
 
@@ -74,6 +90,8 @@ def launch(workers, train_args, run_dir, nodes=1, node_rank=0, master_addr="127.
     Ctrl-C finds the checkpoint that the same command with ``--resume`` continues from.
     """
     command, port = msrun_command(workers, nodes, node_rank, master_addr, master_port, log_dir, train_args)
+    if node_rank == 0:
+        check_scheduler_address(master_addr, port)
     threads, why = worker_threads(workers)
     get_logger().info(f"msrun: {workers} worker(s) on this node (node {node_rank} of {nodes}), {threads} "
                       f"thread{'' if threads == '1' else 's'} each ({why}), master {master_addr}:{port}, "

@@ -30,6 +30,22 @@ def _checkpoint(folder, name="w.ckpt", nan=False):
     return str(Path(folder) / name)
 
 
+_HELD_PORTS = []   # sockets kept open for the rest of the process: the ports the cases find taken
+
+
+def _taken_port(port=8118):
+    """``port`` on 127.0.0.1, listened on here (or already taken by another program: taken either way)."""
+    import socket
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", port))
+        held.listen()
+        _HELD_PORTS.append(held)
+    except OSError:
+        held.close()
+    return str(port)
+
+
 def _nan_checkpoint(folder):
     return ["eval", "-c", "demo", "--ckpt", _checkpoint(folder, "nan.ckpt", nan=True), *TINY]
 
@@ -124,4 +140,9 @@ CASES = [
     ("launch with no workers", lambda d: ["launch", "--workers", "0", "--", "-c", "demo"]),
     ("launch with an unknown train key", lambda d: ["launch", "--workers", "2", "--log-dir", str(Path(d) / "logs"),
                                                      "--", "-c", "demo", "--set", "train.epoch=3"]),
+    ("launch on a port in use", lambda d: ["launch", "--workers", "2", "--master-port", _taken_port(), "--log-dir",
+                                           str(Path(d) / "logs"), "--", "-c", "demo"]),
+    ("launch node 0 with another machine's address", lambda d: [
+        "launch", "--workers", "1", "--nodes", "2", "--node-rank", "0", "--master-addr", "203.0.113.7", "--log-dir",
+        str(Path(d) / "logs"), "--", "-c", "demo"]),
 ]
