@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate every results file that README.md and benchmarks/RESULTS.md cite, one after the other,
-# on a machine with nothing else running (about 45 minutes on 2 cores), into the folder of this kind of
-# CPU (benchmarks/results/<model name>-<ISA>, from fcn8s/host.py): one sitting per kind, each replacing
-# that kind's last. Then `python benchmarks/results_tables.py` prints RESULTS.md's tables from them.
+# on a machine with nothing else running (60-80 minutes on 2 cores, the three demo runs included), into
+# the folder of this kind of CPU (benchmarks/results/<model name>-<ISA>, from fcn8s/host.py): one
+# sitting per kind, each replacing that kind's last. Then `python benchmarks/results_tables.py` prints
+# RESULTS.md's tables from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
