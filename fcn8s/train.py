@@ -32,6 +32,10 @@ from .rundir import RunDir, where_to_resume
 from .runtime import MindSporeModel
 from .schedule import lr_per_step
 from .visualize import plot_training_curves
+
+# loss.png and miou.png are redrawn after an epoch that validated, after the last one, and otherwise at most
+# this often: matplotlib takes about 0.3 s of a core, which a 2-core demo's 9 s epochs would give up 30 times
+CURVES_EVERY_S = 60
 from .weights_import import read_pretrained
 
 
@@ -153,8 +157,9 @@ def train(cfg, force=False, how_to_resume="--resume"):
         run.close()
 
 
-def _epoch_writer(run, params, net, state, t):
-    """The job that writes an epoch's files from ``params``, host copies of the train step's parameters.
+def _epoch_writer(run, params, net, state, t, draw_curves):
+    """The job that writes an epoch's files from ``params``, host copies of the train step's parameters,
+    and the training curves if ``draw_curves``.
 
     last.ckpt first: it records the best epoch, so a stop before best.ckpt is repaired on resume.
     """
@@ -168,7 +173,8 @@ def _epoch_writer(run, params, net, state, t):
         if epoch % t.save_interval == 0:
             run.save(f"epoch_{epoch:04d}.ckpt", params, state)
             run.prune(t.keep_checkpoint_max)
-        plot_training_curves(run.log_path, run.dir)
+        if draw_curves:
+            plot_training_curves(run.log_path, run.dir)
     return write
 
 
@@ -203,7 +209,7 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
              f"{f' x {group_size} devices' if group_size > 1 else ''}, crop {cfg.data.crop_size}, "
              f"output {output_dir}")
 
-    step = state["step"]
+    step, curves_drawn = state["step"], 0.0
     for epoch in range(start_epoch + 1, t.epochs + 1):
         net.set_train(True)
         losses, epoch_start = [], time.time()
@@ -238,8 +244,8 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
         bar.close()
         state.update(epoch=epoch, step=step)
         summary = f"epoch {epoch}/{t.epochs}: mean loss {np.mean(losses):.4f}, {time.time() - epoch_start:.1f} s"
-
-        if validate and (epoch % t.eval_interval == 0 or epoch == t.epochs):
+        validated = validate and (epoch % t.eval_interval == 0 or epoch == t.epochs)
+        if validated:
             scores = confusion_over_dataset(predictor, mindrecord_items(val_data), cfg.model.num_classes,
                                             desc="val")[0].scores()
             run.record({"epoch": epoch, "step": step, "val": {key: scores[key] for key, _ in SCORE_NAMES}})
@@ -250,7 +256,10 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
         log.info(summary)
         run.wait()   # the previous epoch's files: one copy of the training state at a time
         if run.is_main:
-            run.write_behind(_epoch_writer(run, host_copies(step_fn.get_parameters()), net, dict(state), t))
+            draw_curves = validated or epoch == t.epochs or time.time() - curves_drawn >= CURVES_EVERY_S
+            curves_drawn = time.time() if draw_curves else curves_drawn
+            run.write_behind(_epoch_writer(run, host_copies(step_fn.get_parameters()), net, dict(state), t,
+                                           draw_curves))
     run.wait()
     if group_size > 1:
         rows = {epoch: epoch_rows(cfg.data, epoch, t.seed, **shards) for epoch in range(start_epoch + 1, t.epochs + 1)}

@@ -343,6 +343,19 @@ def test_training_curves_are_drawn_from_the_complete_lines_of_a_log_being_writte
             assert image.format == "PNG" and image.width > 100
 
 
+def test_training_curves_are_redrawn_after_validations_and_the_last_epoch_not_after_every_epoch(
+        tmp_path, tiny_data, monkeypatch):
+    """Within a minute of the last drawing an epoch that did not validate leaves the curves as they are."""
+    drawn = []
+    monkeypatch.setattr(train_module, "plot_training_curves",
+                        lambda log_path, _: drawn.append(json.loads(log_path.read_text().splitlines()[-1])["epoch"]))
+    train_module.train(tiny_config(tiny_data, tmp_path / "val2", "train.epochs=4", "train.eval_interval=2"))
+    assert drawn == [1, 2, 4]     # the first epoch (none drawn yet), then the validated ones
+    drawn.clear()
+    train_module.train(tiny_config(tiny_data, tmp_path / "noval", "train.eval_interval=0"))
+    assert drawn == [1, 3]        # no validation: the first and the last epoch
+
+
 def _overrides(data, output_dir):
     return _overrides_of(tiny_config(data, output_dir))
 
