@@ -32,11 +32,11 @@ from .rundir import RunDir, where_to_resume
 from .runtime import MindSporeModel
 from .schedule import lr_per_step
 from .visualize import plot_training_curves
+from .weights_import import read_pretrained
 
 # loss.png and miou.png are redrawn after an epoch that validated, after the last one, and otherwise at most
 # this often: matplotlib takes about 0.3 s of a core, which a 2-core demo's 9 s epochs would give up 30 times
 CURVES_EVERY_S = 60
-from .weights_import import read_pretrained
 
 
 def _read_resume_checkpoint(resume, run, log):
@@ -257,7 +257,8 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
         run.wait()   # the previous epoch's files: one copy of the training state at a time
         if run.is_main:
             draw_curves = validated or epoch == t.epochs or time.time() - curves_drawn >= CURVES_EVERY_S
-            curves_drawn = time.time() if draw_curves else curves_drawn
+            if draw_curves:
+                curves_drawn = time.time()
             run.write_behind(_epoch_writer(run, host_copies(step_fn.get_parameters()), net, dict(state), t,
                                            draw_curves))
     run.wait()

@@ -346,9 +346,13 @@ def test_training_curves_are_drawn_from_the_complete_lines_of_a_log_being_writte
 def test_training_curves_are_redrawn_after_validations_and_the_last_epoch_not_after_every_epoch(
         tmp_path, tiny_data, monkeypatch):
     """Within a minute of the last drawing an epoch that did not validate leaves the curves as they are."""
-    drawn = []
-    monkeypatch.setattr(train_module, "plot_training_curves",
-                        lambda log_path, _: drawn.append(json.loads(log_path.read_text().splitlines()[-1])["epoch"]))
+    drawn, writing, make_writer = [], [], train_module._epoch_writer
+
+    def writer(*args):   # the epoch whose files the job writes (one job at a time), for the drawing below
+        job = make_writer(*args)
+        return lambda: (writing.append(args[3]["epoch"]), job())
+    monkeypatch.setattr(train_module, "_epoch_writer", writer)
+    monkeypatch.setattr(train_module, "plot_training_curves", lambda *_: drawn.append(writing[-1]))
     train_module.train(tiny_config(tiny_data, tmp_path / "val2", "train.epochs=4", "train.eval_interval=2"))
     assert drawn == [1, 2, 4]     # the first epoch (none drawn yet), then the validated ones
     drawn.clear()
