@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import kernels
-from .checkpoint import host_copies, load_optimizer_state, load_weights, read_checkpoint, training_state
+from .checkpoint import HostCopies, load_optimizer_state, load_weights, read_checkpoint, training_state
 from .config import dump_config, save_config
 from .data.dataset import create_eval_dataset, create_train_dataset, epoch_rows
 from .data.mindrecord import resolve_mindrecord
@@ -113,12 +113,14 @@ def build_train_step(net, cfg, setup, lr, log):
     # A fixed scale without overflow-drop divides the gradients inside the optimizer.
     fixed = setup.loss_scale == "fixed"
     # in-place weight decay (fcn8s.optim) saves two weight-sized temporaries per tensor; same update
-    momentum_cls = Momentum if t.momentum > 0 else nn.Momentum
-    optimizer = momentum_cls(net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum,
-                             weight_decay=t.weight_decay, loss_scale=setup.loss_scale_value if fixed else 1.0)
-    # the loss as the network's kernel plan makes it; one without a plan (the tutorial's definition) gets MindSpore's
-    loss_impl = getattr(net, "kernel_plan", kernels.plan("native"))["loss"]
-    loss_fn = PixelCrossEntropy(ignore_index=cfg.data.ignore_label, impl=loss_impl)
+    # the loss and the update as the network's kernel plan makes them; one without a plan (the tutorial's
+    # definition) gets MindSpore's
+    layer_plan = getattr(net, "kernel_plan", kernels.plan("native"))
+    options = {"impl": layer_plan["optimizer"]} if t.momentum > 0 else {}
+    optimizer = (Momentum if t.momentum > 0 else nn.Momentum)(
+        net.trainable_params(), learning_rate=ms.Tensor(lr), momentum=t.momentum, weight_decay=t.weight_decay,
+        loss_scale=setup.loss_scale_value if fixed else 1.0, **options)
+    loss_fn = PixelCrossEntropy(ignore_index=cfg.data.ignore_label, impl=layer_plan["loss"])
     kwargs = {"loss_scale_manager": manager} if manager else {}
     step = amp.build_train_network(net, optimizer, loss_fn, level=setup.amp_level, **kwargs)
     step.set_train(True)
@@ -158,8 +160,8 @@ def train(cfg, force=False, how_to_resume="--resume"):
 
 
 def _epoch_writer(run, params, net, state, t, draw_curves):
-    """The job that writes an epoch's files from ``params``, host copies of the train step's parameters,
-    and the training curves if ``draw_curves``.
+    """The job that writes an epoch's files from ``params``, host copies of the train step's parameters
+    ({name: Tensor}), and the training curves if ``draw_curves``.
 
     last.ckpt first: it records the best epoch, so a stop before best.ckpt is repaired on resume.
     """
@@ -169,7 +171,7 @@ def _epoch_writer(run, params, net, state, t, draw_curves):
     def write():
         run.save("last.ckpt", params, state)
         if state["best_epoch"] == epoch:
-            run.save("best.ckpt", [p for p in params if p.name in model_names], state)
+            run.save("best.ckpt", {name: value for name, value in params.items() if name in model_names}, state)
         if epoch % t.save_interval == 0:
             run.save(f"epoch_{epoch:04d}.ckpt", params, state)
             run.prune(t.keep_checkpoint_max)
@@ -209,7 +211,7 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
              f"{f' x {group_size} devices' if group_size > 1 else ''}, crop {cfg.data.crop_size}, "
              f"output {output_dir}")
 
-    step, curves_drawn = state["step"], 0.0
+    step, curves_drawn, host = state["step"], 0.0, HostCopies()
     for epoch in range(start_epoch + 1, t.epochs + 1):
         net.set_train(True)
         losses, epoch_start = [], time.time()
@@ -254,12 +256,12 @@ def _train(cfg, setup, rank, group_size, shards, steps_per_epoch, run, log):
                 state.update(best_miou=scores["mean_iou"], best_epoch=epoch)
                 summary += " (best)"
         log.info(summary)
-        run.wait()   # the previous epoch's files: one copy of the training state at a time
+        run.wait()   # the previous epoch's files: one copy of the training state at a time, in ``host``
         if run.is_main:
             draw_curves = validated or epoch == t.epochs or time.time() - curves_drawn >= CURVES_EVERY_S
             if draw_curves:
                 curves_drawn = time.time()
-            run.write_behind(_epoch_writer(run, host_copies(step_fn.get_parameters()), net, dict(state), t,
+            run.write_behind(_epoch_writer(run, host.of(step_fn.get_parameters()), net, dict(state), t,
                                            draw_curves))
     run.wait()
     if group_size > 1:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import fcn8s.train as train_module
-from fcn8s.checkpoint import host_copies, read_checkpoint, save_checkpoint, training_state
+from fcn8s.checkpoint import HostCopies, read_checkpoint, save_checkpoint, training_state
 from fcn8s.cli import main
 from fcn8s.config import load_config
 from fcn8s.data.mindrecord import convert_voc
@@ -273,7 +273,7 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, tin
 def test_an_epochs_files_are_written_behind_from_its_own_weights(tmp_path):
     """The writer thread saves the weights as they were at the epoch's end, though training has moved on."""
     weight = ms.Parameter(ms.Tensor(np.arange(6, dtype=np.float32)), name="w")
-    copies = host_copies([weight])
+    copies = HostCopies().of([weight])
     started, proceed = threading.Event(), threading.Event()
 
     def job():
@@ -289,6 +289,19 @@ def test_an_epochs_files_are_written_behind_from_its_own_weights(tmp_path):
     run.wait()
     np.testing.assert_array_equal(_tensors(tmp_path / "last.ckpt")["w"], np.arange(6))
     run.close()
+
+
+def test_host_copies_take_the_values_of_the_moment_each_time_into_the_same_buffers(tmp_path):
+    weight = ms.Parameter(ms.Tensor(np.arange(6, dtype=np.float32)), name="w")
+    host = HostCopies()
+    first = host.of([weight])["w"].asnumpy()
+    ms.ops.assign(weight, ms.Tensor(np.full(6, 7, np.float32)))
+    np.testing.assert_array_equal(first, np.arange(6))   # a copy, not the weight's memory
+    second = host.of([weight])
+    np.testing.assert_array_equal(second["w"].asnumpy(), np.full(6, 7))
+    assert np.shares_memory(first, second["w"].asnumpy())   # no fresh buffer per epoch
+    save_checkpoint(second, tmp_path / "last.ckpt", {"epoch": 2})
+    np.testing.assert_array_equal(_tensors(tmp_path / "last.ckpt")["w"], np.full(6, 7))
 
 
 def _raise_keyboard_interrupt(signum, frame):
