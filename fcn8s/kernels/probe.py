@@ -39,8 +39,10 @@ from . import BACKBONE, FC_LAYERS, LIBRARY_CHOICES, MINDSPORE_PLAN, onednn
 PROBE_BATCH, PROBE_SIZE = 2, 256   # the bench's and the docs' reference step
 # timed calls per implementation: at least MIN_CALLS, more until each has run MIN_SECONDS (UNSURE_SECONDS while
 # MindSpore's and the library's fastest are within UNSURE of each other), at most MAX_CALLS
-MIN_CALLS, MIN_SECONDS, MAX_CALLS = 3, 0.25, 25
-UNSURE, UNSURE_SECONDS = 0.25, 2.0
+# (0.25, 25 and 2.0 before took 12 s of the demo's first run on a 2-core AVX2 EPYC, most of it on clear
+# calls: there the library's time was 0.4-0.6x MindSpore's on every block)
+MIN_CALLS, MIN_SECONDS, MAX_CALLS = 3, 0.1, 15
+UNSURE, UNSURE_SECONDS = 0.25, 1.0
 CLOSE = 0.05
 
 
