@@ -383,14 +383,15 @@ def test_auto_picks_per_layer_group_what_the_probe_measured_faster():
         fastest = min(names, key=lambda name: seconds[name])
         faster = seconds[fastest] < seconds["mindspore"] * (1 + probe.CLOSE)
         assert plan[layer] == (fastest if faster else kernels.MINDSPORE_PLAN[layer]), layer
-    assert [plan[op] for op in kernels.LIBRARY_OPS] == ["custom"] * 4
+    assert [plan[op] for op in kernels.LIBRARY_OPS] == ["custom"] * 5
 
 
 def test_the_library_upsamples_and_normalises_only_where_the_cpu_has_avx2_with_fma(monkeypatch):
     for has, way in ((True, "custom"), (False, "native")):
         monkeypatch.setattr(onednn, "cpu_has_avx2_fma", lambda has=has: has)
         plan = kernels.plan("onednn")
-        assert plan["upsample"] == plan["batchnorm"] == way and plan["pool"] == plan["loss"] == "custom", has
+        assert plan["upsample"] == plan["batchnorm"] == way, has
+        assert plan["pool"] == plan["loss"] == plan["optimizer"] == "custom", has
 
 
 def test_the_probe_measures_each_layer_group_at_its_resolution_and_width():
@@ -435,7 +436,7 @@ def test_the_probe_measures_once_per_width_and_keeps_the_faster_kernels(tmp_path
     assert kernels.plan("onednn", library) == {
         "conv1": "onednn", "conv2": "onednn-any", "conv3": "flipped", "conv4": "onednn", "conv5": "onednn-any",
         "conv6": "gemm", "conv7": "native", "batchnorm": "custom", "pool": "custom",
-        "upsample": "custom", "loss": "custom"}
+        "upsample": "custom", "loss": "custom", "optimizer": "custom"}
     again, note = probe.library_choice(0.5)
     assert again == library and "(cached in " in note and calls == [0.5]
     probe.library_choice(0.25)

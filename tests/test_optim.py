@@ -1,10 +1,15 @@
+import functools
+
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import amp, nn
 
+from fcn8s.kernels import onednn
 from fcn8s.models import FCN
 from fcn8s.optim import Momentum
+
+needs_library = pytest.mark.skipif(not onednn.available()[0], reason="the kernel library does not load here")
 
 
 def _train(optimizer_cls, mode, loss_scale, rng_seed=0, steps=4):
@@ -25,11 +30,13 @@ def _train(optimizer_cls, mode, loss_scale, rng_seed=0, steps=4):
     return {p.name: p.asnumpy().copy() for p in step.get_parameters()}
 
 
-@pytest.mark.parametrize("mode, loss_scale", [(ms.PYNATIVE_MODE, 1.0), (ms.GRAPH_MODE, 1.0),
-                                              (ms.GRAPH_MODE, 1024.0)])
-def test_in_place_decay_equals_nn_momentum(mode, loss_scale):
+@pytest.mark.parametrize("mode, loss_scale, impl", [
+    (ms.PYNATIVE_MODE, 1.0, "native"), (ms.GRAPH_MODE, 1.0, "native"), (ms.GRAPH_MODE, 1024.0, "native"),
+    pytest.param(ms.GRAPH_MODE, 1.0, "custom", marks=needs_library),
+    pytest.param(ms.GRAPH_MODE, 1024.0, "custom", marks=needs_library)])
+def test_in_place_decay_equals_nn_momentum(mode, loss_scale, impl):
     try:
-        ours = _train(Momentum, mode, loss_scale)
+        ours = _train(functools.partial(Momentum, impl=impl), mode, loss_scale)
         reference = _train(nn.Momentum, mode, loss_scale)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -40,3 +47,28 @@ def test_in_place_decay_equals_nn_momentum(mode, loss_scale):
                                    err_msg=name)
     start = FCN("fcn8s", num_classes=3, width=0.0625)
     assert not np.allclose(start.conv1[0].weight.asnumpy(), ours["conv1.0.weight"])  # it did train
+
+
+@needs_library
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_the_librarys_update_is_momentum_with_decay_in_place_and_leaves_batchnorm_undecayed(mode):
+    rng = np.random.default_rng(0)
+    start = {"conv.weight": rng.standard_normal(40000).astype(np.float32),   # over one chunk: split over threads
+             "bn.gamma": rng.standard_normal(7).astype(np.float32)}
+    params = [ms.Parameter(ms.Tensor(value), name=name) for name, value in start.items()]
+    grads = [[rng.standard_normal(value.shape).astype(np.float32) for value in start.values()] for _ in range(2)]
+    lr, momentum, decay = 0.1, 0.9, 0.01
+    try:
+        ms.set_context(mode=mode)
+        optimizer = Momentum(params, learning_rate=lr, momentum=momentum, weight_decay=decay, impl="custom")
+        for step in grads:
+            optimizer(tuple(ms.Tensor(g) for g in step))
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    for i, (name, weight) in enumerate(start.items()):
+        weight, moment = weight.astype(np.float64), np.zeros(weight.shape)
+        for step in grads:
+            moment = momentum * moment + step[i] + (decay * weight if name == "conv.weight" else 0.0)
+            weight = weight - lr * moment
+        np.testing.assert_allclose(params[i].asnumpy(), weight, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(optimizer.moments[i].asnumpy(), moment, rtol=1e-5, atol=1e-6, err_msg=name)

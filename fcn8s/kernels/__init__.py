@@ -1,5 +1,5 @@
-"""Which kernels run each convolution, the BatchNorms, the pooling, the upsampling and the loss: the one
-setting ``model.kernels``, and the plan it makes.
+"""Which kernels run each convolution, the BatchNorms, the pooling, the upsampling, the loss and the momentum
+update: the one setting ``model.kernels``, and the plan it makes.
 
 The setting (``SETTINGS``):
 
@@ -9,8 +9,8 @@ The setting (``SETTINGS``):
   the input gradient as a flipped-kernel convolution, conv6 the weight gradient as one matmul.
 - ``onednn``: the kernel library of ``onednn.py`` (CPU only): the 3x3 convolutions of conv1-conv5 in
   oneDNN's channels-last kernels, conv6 and conv7 as matrix products on oneDNN's sgemm, and training's
-  BatchNorm + ReLU, the max pooling, the x8 (x16, x32) upsampling and the training loss in the library's
-  own kernels (``LIBRARY_OPS``).
+  BatchNorm + ReLU, the max pooling, the x8 (x16, x32) upsampling, the training loss and the momentum
+  update in the library's own kernels (``LIBRARY_OPS``).
 - ``auto``: on CPU where the library loads, per layer group (conv1..conv7) whichever measured fastest on
   this host (``probe.py``) of MindSpore's kernels and the library's ways to run it (``LIBRARY_CHOICES``:
   for conv1-conv5 oneDNN with the activations channels-last, or in the layout oneDNN prefers), and
@@ -25,15 +25,17 @@ wherever it loads on a CPU with AVX2 and FMA); ``pool`` to how ``models.layers.M
 ``native`` or ``custom`` (a forward that keeps each window's winner and a one-pass gradient, in the
 library: it is used wherever that library loads); ``upsample`` to how ``models.layers.make_upsample`` makes
 the head's transposed convolutions: ``native`` or ``custom`` (the library's for factors that are a multiple of
-8, wherever it loads on a CPU with AVX2 and FMA); and ``loss`` to how ``loss.PixelCrossEntropy`` computes the
-training loss: ``native`` (MindSpore's ops) or ``custom`` (the library's, also wherever it loads).
+8, wherever it loads on a CPU with AVX2 and FMA); ``loss`` to how ``loss.PixelCrossEntropy`` computes the
+training loss: ``native`` (MindSpore's ops) or ``custom`` (the library's, also wherever it loads); and
+``optimizer`` to how ``optim.Momentum`` updates each parameter: ``native`` (the decay and ApplyMomentum) or
+``custom`` (one pass in the library, wherever it loads).
 ``choose`` is the one place a setting becomes a plan.
 Importing this package loads neither MindSpore nor the kernels.
 """
 from ..architecture import BACKBONE_LAYERS as BACKBONE, FC_LAYERS
 
 SETTINGS = ("auto", "mindspore", "onednn", "native")
-LAYERS = BACKBONE + FC_LAYERS + ("batchnorm", "pool", "upsample", "loss")
+LAYERS = BACKBONE + FC_LAYERS + ("batchnorm", "pool", "upsample", "loss", "optimizer")
 # the kernel library's oneDNN convolutions, by plan name, and the activations' layout inside them: in this
 # order, Layout in onednn_conv.cc (onednn.py maps a name to it)
 ONEDNN_LAYOUTS = {"onednn": "NHWC", "onednn-any": "any layout"}
@@ -42,14 +44,14 @@ ONEDNN_LAYOUTS = {"onednn": "NHWC", "onednn-any": "any layout"}
 LIBRARY_CHOICES = {**dict.fromkeys(BACKBONE, tuple(ONEDNN_LAYOUTS)), **dict.fromkeys(FC_LAYERS, ("gemm",))}
 LIBRARY_PLAN = {layer: choices[0] for layer, choices in LIBRARY_CHOICES.items()}
 # the entries that take the library's own kernels ("custom") wherever it loads, unmeasured by the probe
-LIBRARY_OPS = ("batchnorm", "pool", "upsample", "loss")
+LIBRARY_OPS = ("batchnorm", "pool", "upsample", "loss", "optimizer")
 
 # MindSpore's kernels with the gradients that measured fastest for each layer (see models/layers.py):
 # the flipped-kernel input gradient wins on the 64-256-channel blocks, the native one on the 512-channel
 # blocks; conv6's native weight gradient is pathological; conv7 is a 1x1 convolution.
 MINDSPORE_PLAN = {"conv1": "flipped", "conv2": "flipped", "conv3": "flipped", "conv4": "native",
                   "conv5": "native", "conv6": "matmul", "conv7": "native", "batchnorm": "native", "pool": "native",
-                  "upsample": "native", "loss": "native"}
+                  "upsample": "native", "loss": "native", "optimizer": "native"}
 
 
 def plan(setting, library=LIBRARY_PLAN):
@@ -82,12 +84,12 @@ def _library_ops():
 
 
 def describe(layer_plan):
-    """One line: which kernels each convolution layer group, the BatchNorms, the pooling, the upsampling and the
-    loss run, for the log and the results tables (a plan recorded before an entry existed ran MindSpore's for it)."""
+    """One line: which kernels each convolution layer group, the BatchNorms, the pooling, the upsampling, the
+    loss and the momentum update run, for the log and the results tables (a plan recorded before an entry existed ran MindSpore's for it)."""
     names = {**{way: f"oneDNN {layout}" for way, layout in ONEDNN_LAYOUTS.items()}, "gemm": "oneDNN sgemm",
              "custom": "fcn8s"}
     labels = {**{layer: layer for layer in BACKBONE + FC_LAYERS}, "batchnorm": "BatchNorm+ReLU",
-              "pool": "max pool", "upsample": "upsampling", "loss": "loss"}
+              "pool": "max pool", "upsample": "upsampling", "loss": "loss", "optimizer": "momentum update"}
     return ", ".join(f"{label} {names.get(layer_plan.get(layer), 'MindSpore')}" for layer, label in labels.items())
 
 

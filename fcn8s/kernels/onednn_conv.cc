@@ -1390,4 +1390,45 @@ int batch_norm_relu_grad(int nparam, void **params, int *ndims, int64_t **shapes
     return 0;
 }
 
+// Momentum SGD's update of one parameter, in place (the op declares weight and moment written), as nn.Momentum
+// with weight decay computes it, in one pass: moment = momentum moment + (grad + decay weight), then
+// weight -= lr moment. params weight, moment, grad (the same number of floats), lr, momentum, decay (one float
+// each), then the output done (1,): 1. The native way (fcn8s/optim.py) is two passes: the decay into the moment
+// (two streams in, one out), then ApplyMomentum (three in, two out); this one reads three and writes two.
+int sgd_momentum_update(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                        void *) {
+    if (nparam != 7) return fail("momentum update: expected 6 inputs and 1 output"), 1;
+    int64_t size[7];
+    for (int i = 0; i < 7; ++i) {
+        if (std::strcmp(dtypes[i], "float32") != 0)
+            return fail(std::string("momentum update: float32 only, got ") + dtypes[i]), 1;
+        size[i] = 1;
+        for (int d = 0; d < ndims[i]; ++d) size[i] *= shapes[i][d];
+    }
+    if (size[1] != size[0] || size[2] != size[0] || size[3] != 1 || size[4] != 1 || size[5] != 1 || size[6] != 1)
+        return fail("momentum update: expected a weight, moment and gradient of one size and three scalars"), 1;
+    float *weight = static_cast<float *>(params[0]), *moment = static_cast<float *>(params[1]);
+    const float *grad = static_cast<const float *>(params[2]);
+    const float lr = *static_cast<const float *>(params[3]), momentum = *static_cast<const float *>(params[4]),
+                decay = *static_cast<const float *>(params[5]);
+    constexpr int64_t kChunk = 16384;   // floats: a chunk per task, and a parameter under one chunk is not split
+    const int64_t count = size[0], chunks = (count + kChunk - 1) / kChunk;
+    auto update = [&](int64_t chunk) {
+        vectorised([&] {
+            const int64_t end = std::min(count, (chunk + 1) * kChunk);
+            for (int64_t i = chunk * kChunk; i < end; ++i) {
+                const float m = moment[i] * momentum + (grad[i] + decay * weight[i]);
+                moment[i] = m;
+                weight[i] -= lr * m;
+            }
+        });
+    };
+    if (chunks == 1)
+        update(0);
+    else
+        for_planes(chunks, update);
+    *static_cast<float *>(params[6]) = 1.0f;
+    return 0;
+}
+
 }  // extern "C"

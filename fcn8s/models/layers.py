@@ -234,18 +234,18 @@ class TransposedConv(nn.Cell):
         return self.op(x, self.weight.value())   # one Load for the forward and bprop (see FastGradConv2d)
 
 
-class _UpdatesMovingStatistics(ops.Custom):
-    """A library op that writes its inputs moving_mean and moving_variance in place, declared as MindSpore's own
-    BatchNorm declares them (read-write inputs, a memory side effect), so that graph mode hands it the
-    Parameters themselves, in order with their other uses."""
-    __mindspore_signature__ = (
-        sig.make_sig("x"), sig.make_sig("gamma"), sig.make_sig("beta"), sig.make_sig("eps"),
-        sig.make_sig("moving_mean", sig.sig_rw.RW_WRITE), sig.make_sig("moving_variance", sig.sig_rw.RW_WRITE),
-        sig.make_sig("momentum"))
+def in_place_library_op(function, inputs, written, out_shape, out_dtype):
+    """A float32 op of the kernel library (CPU only) that writes its inputs named in ``written`` (of ``inputs``,
+    in order) in place, declared as MindSpore's own BatchNorm and ApplyMomentum declare theirs (read-write
+    inputs, a memory side effect), so that graph mode hands it the Parameters themselves, in order with their
+    other uses."""
+    class InPlace(ops.Custom):
+        __mindspore_signature__ = tuple(sig.make_sig(name, sig.sig_rw.RW_WRITE) if name in written
+                                        else sig.make_sig(name) for name in inputs)
 
-    def __init__(self, func, out_shape, out_dtype):
-        super().__init__(func, out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
-        self.add_prim_attr("side_effect_mem", True)
+    op = InPlace(f"{onednn.load()}:{function}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
+    op.add_prim_attr("side_effect_mem", True)
+    return op
 
 
 class LibraryBatchNormReLU(nn.Cell):
@@ -256,13 +256,13 @@ class LibraryBatchNormReLU(nn.Cell):
 
     def __init__(self, eps, momentum):
         super().__init__()
-        library = onednn.load()
         self.eps = ms.Tensor([eps], ms.float32)
         self.momentum = ms.Tensor([momentum], ms.float32)   # the batch's weight in the moving statistics
-        self.forward = _UpdatesMovingStatistics(f"{library}:batch_norm_relu_forward",
-                                                out_shape=lambda x, *rest: (x, (2, x[1])),
-                                                out_dtype=lambda x, *rest: (x, x))
-        self.grad = ops.Custom(f"{library}:batch_norm_relu_grad", func_type="aot",
+        self.forward = in_place_library_op(
+            "batch_norm_relu_forward", ("x", "gamma", "beta", "eps", "moving_mean", "moving_variance", "momentum"),
+            written=("moving_mean", "moving_variance"), out_shape=lambda x, *rest: (x, (2, x[1])),
+            out_dtype=lambda x, *rest: (x, x))
+        self.grad = ops.Custom(f"{onednn.load()}:batch_norm_relu_grad", func_type="aot",
                                out_shape=lambda dy, y, x, gamma, stats: (x, (2, x[1])),
                                out_dtype=lambda dy, *rest: (dy, dy))
 
