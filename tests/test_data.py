@@ -13,6 +13,7 @@ from fcn8s.config import load_config
 from fcn8s.data.dataset import create_eval_dataset, create_train_dataset
 from fcn8s.data.mindrecord import convert_voc
 from fcn8s.data.preprocess import Preprocessor
+from fcn8s.data import synth
 from fcn8s.data.synth import make_synthetic_voc
 from fcn8s.data.transforms import TrainTransform, decode_label
 from fcn8s.errors import FCNError
@@ -404,3 +405,17 @@ def test_augmentation_is_reproducible_with_several_workers(converted):
     other = np.concatenate([label for _, label in create_train_dataset(cfg.data, 2, seed=8).create_tuple_iterator(
         output_numpy=True, num_epochs=1)])
     assert (other != runs[0]).any()
+
+
+@pytest.mark.parametrize("texture", synth.TEXTURES)
+def test_a_texture_computed_over_an_objects_box_is_the_whole_images_texture_there(texture):
+    h, w = 50, 70
+    whole = synth._texture(texture, h, w, (200, 40, 90), np.random.default_rng(5), (slice(0, h), slice(0, w)))
+    box = (slice(11, 30), slice(23, 61))
+    rng = np.random.default_rng(5)
+    part = synth._texture(texture, h, w, (200, 40, 90), rng, box)
+    np.testing.assert_array_equal(part, whole[box])
+    # the draws do not depend on the box: what comes next from the generator is the same
+    after_whole = np.random.default_rng(5)
+    synth._texture(texture, h, w, (200, 40, 90), after_whole, (slice(0, h), slice(0, w)))
+    assert rng.integers(1 << 30) == after_whole.integers(1 << 30)

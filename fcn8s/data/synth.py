@@ -67,12 +67,15 @@ def _shape_mask(shape, h, w, cy, cx, radius, angle):
     return mask.astype(bool)
 
 
-def _texture(texture, h, w, color, rng):
+def _texture(texture, h, w, color, rng, box):
+    """The texture's pixels in ``box`` (rows, columns: two slices) of an h x w image. The random draws are
+    those of the whole image, so the data does not depend on the box; only the pixels outside it, which the
+    object does not cover, are not computed."""
     jitter = rng.integers(-20, 21, 3)
     base = np.clip(np.array(color) + jitter, 0, 255).astype(np.float32)
-    image = np.empty((h, w, 3), np.float32)
+    yy, xx = np.mgrid[box]
+    image = np.empty(yy.shape + (3,), np.float32)
     image[:] = base
-    yy, xx = np.mgrid[:h, :w]
     period = int(rng.integers(6, 11))
     if texture == "stripes":
         theta = rng.uniform(0, np.pi)
@@ -83,7 +86,7 @@ def _texture(texture, h, w, color, rng):
     elif texture == "dots":
         dots = ((yy % period) - period / 2) ** 2 + ((xx % period) - period / 2) ** 2 < (period / 3.5) ** 2
         image[dots] = 255 - image[dots]
-    image += rng.normal(0, 6, (h, w, 1))
+    image += rng.normal(0, 6, (h, w, 1))[box]
     return image
 
 
@@ -116,9 +119,12 @@ def synth_sample(rng, height, width, num_classes, looks, max_objects=4):
         mask = _shape_mask(shape, height, width, cy, cx, radius, rng.uniform(0, 180))
         if mask.sum() < 30:
             continue
-        tex = _texture(texture, height, width, color, rng)
-        shade = 1.0 + 0.35 * (np.mgrid[:height, :width][0] - cy) / max(radius, 1) / 3  # soft lighting
-        image[mask] = (tex * shade[..., None])[mask]
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))   # the object's bounding box
+        tex = _texture(texture, height, width, color, rng, box)
+        shade = 1.0 + 0.35 * (np.mgrid[box][0] - cy) / max(radius, 1) / 3  # soft lighting
+        inside = mask[box]
+        image[box][inside] = (tex * shade[..., None])[inside]
         label[mask] = c
     kernel = np.ones((BOUNDARY_WIDTH, BOUNDARY_WIDTH), np.uint8)
     edges = cv2.dilate(label, kernel) != cv2.erode(label, kernel)
