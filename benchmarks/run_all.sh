@@ -25,6 +25,7 @@ $PY benchmarks/loss_kernel.py -o $R/loss_kernel.json
 $PY benchmarks/upsample_kernel.py -o $R/upsample_kernel.json
 $PY benchmarks/plan_step_ab.py upsample native custom -o $R/ab_upsample.json
 $PY benchmarks/plan_step_ab.py batchnorm native custom -o $R/ab_batchnorm.json
+$PY benchmarks/plan_step_ab.py optimizer native custom -o $R/ab_optimizer.json
 # the library's loops built for the baseline x86-64 (SSE2): why batchnorm and upsample need AVX2 (kernels.NEED_AVX2)
 $PY benchmarks/plan_step_ab.py upsample native custom --baseline-build -o $R/ab_upsample_baseline.json
 $PY benchmarks/plan_step_ab.py batchnorm native custom --baseline-build -o $R/ab_batchnorm_baseline.json

@@ -10,8 +10,8 @@ checkpoints that a crash at any moment leaves consistent.
 - On resume the log loses the lines past the resumed epoch, so no step is logged twice.
 - An epoch's checkpoints and plots are written behind, on a thread, while the next epoch trains
   (``write_behind``; on a small network they take a tenth of an epoch): one job at a time, from
-  host copies of the parameters, so one more copy of the training state (the size of ``last.ckpt``)
-  is alive while it is written. A write that failed is raised at the next ``wait``: the next
+  host copies of the parameters (``checkpoint.HostCopies``), so one more copy of the training state
+  (the size of ``last.ckpt``) stays alive from the first epoch's end on. A write that failed is raised at the next ``wait``: the next
   epoch's end at the latest.
 """
 import concurrent.futures
