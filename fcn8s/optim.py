@@ -21,6 +21,8 @@ from mindspore import nn, ops
 from mindspore.ops import composite as C
 from mindspore.ops import functional as F
 
+from .models.layers import in_place_library_op
+
 _decayed_momentum = C.MultitypeFuncGraph("decayed_momentum")
 
 
@@ -58,7 +60,6 @@ class Momentum(nn.Momentum):
                                           for p in self._parameters)
         self.custom = impl == "custom"
         if self.custom:
-            from .models.layers import in_place_library_op
             self.weight_decay_rate = ms.Tensor(weight_decay, ms.float32)
             self.update = in_place_library_op(
                 "sgd_momentum_update", ("weight", "moment", "gradient", "lr", "momentum", "decay"),

@@ -11,8 +11,8 @@ checkpoints that a crash at any moment leaves consistent.
 - An epoch's checkpoints and plots are written behind, on a thread, while the next epoch trains
   (``write_behind``; on a small network they take a tenth of an epoch): one job at a time, from
   host copies of the parameters (``checkpoint.HostCopies``), so one more copy of the training state
-  (the size of ``last.ckpt``) stays alive from the first epoch's end on. A write that failed is raised at the next ``wait``: the next
-  epoch's end at the latest.
+  (the size of ``last.ckpt``) stays alive from the first epoch's end on. A write that failed is raised
+  at the next ``wait``: the next epoch's end at the latest.
 """
 import concurrent.futures
 import contextlib

@@ -85,7 +85,8 @@ def _library_ops():
 
 def describe(layer_plan):
     """One line: which kernels each convolution layer group, the BatchNorms, the pooling, the upsampling, the
-    loss and the momentum update run, for the log and the results tables (a plan recorded before an entry existed ran MindSpore's for it)."""
+    loss and the momentum update run, for the log and the results tables (a plan recorded before an entry
+    existed ran MindSpore's for it)."""
     names = {**{way: f"oneDNN {layout}" for way, layout in ONEDNN_LAYOUTS.items()}, "gemm": "oneDNN sgemm",
              "custom": "fcn8s"}
     labels = {**{layer: layer for layer in BACKBONE + FC_LAYERS}, "batchnorm": "BatchNorm+ReLU",

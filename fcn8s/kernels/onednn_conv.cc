@@ -493,9 +493,11 @@ bool gemm_shapes(int nparam, int *ndims, int64_t **shapes, const char **dtypes, 
     return true;
 }
 
-// Runs fn(p) for p = 0..count-1, split evenly over the pool's threads; the caller holds the library's lock.
+// Runs fn(p) for p = 0..count-1, split evenly over the pool's threads (a single task on the calling thread, no
+// worker woken); the caller holds the library's lock.
 template <typename F>
 void parallel_split(int64_t count, const F &fn) {
+    if (count == 1) return fn(0);
     pool.parallel_for(pool.threads, [&](int i, int n) {
         for (int64_t p = count * i / n; p < count * (i + 1) / n; ++p) fn(p);
     });
@@ -1412,21 +1414,14 @@ int sgd_momentum_update(int nparam, void **params, int *ndims, int64_t **shapes,
     const float lr = *static_cast<const float *>(params[3]), momentum = *static_cast<const float *>(params[4]),
                 decay = *static_cast<const float *>(params[5]);
     constexpr int64_t kChunk = 16384;   // floats: a chunk per task, and a parameter under one chunk is not split
-    const int64_t count = size[0], chunks = (count + kChunk - 1) / kChunk;
-    auto update = [&](int64_t chunk) {
-        vectorised([&] {
-            const int64_t end = std::min(count, (chunk + 1) * kChunk);
-            for (int64_t i = chunk * kChunk; i < end; ++i) {
-                const float m = moment[i] * momentum + (grad[i] + decay * weight[i]);
-                moment[i] = m;
-                weight[i] -= lr * m;
-            }
-        });
-    };
-    if (chunks == 1)
-        update(0);
-    else
-        for_planes(chunks, update);
+    const int64_t count = size[0];
+    for_planes_vectorised((count + kChunk - 1) / kChunk, [&](int64_t chunk) {
+        for (int64_t i = chunk * kChunk, end = std::min(count, (chunk + 1) * kChunk); i < end; ++i) {
+            const float m = moment[i] * momentum + (grad[i] + decay * weight[i]);
+            moment[i] = m;
+            weight[i] -= lr * m;
+        }
+    });
     *static_cast<float *>(params[6]) = 1.0f;
     return 0;
 }
