@@ -7,6 +7,7 @@ running one is writing: ``make_output_dir`` removes the former and never touches
 """
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import resource
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import FCNError, one_line
+from .log import get_logger
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -112,6 +114,23 @@ def atomic_path(path, mode=None):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def taking_turns(lock_path, waiting_message):
+    """Hold an exclusive ``flock`` on ``lock_path`` (made if missing) while the block runs; when another
+    process holds it, log ``waiting_message`` once and wait for it.
+
+    For files that processes make on first use and then share (the kernel cache): the first makes them,
+    the others wait and find them made, instead of making the same file at the same time.
+    """
+    with open(lock_path, "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            get_logger().info(waiting_message)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield   # closing the file releases the lock
 
 
 @contextlib.contextmanager

@@ -102,7 +102,7 @@ def test_build_compiles_once_into_the_cache(tmp_path, compiler):
     assert onednn.build(tmp_path, compiler) == (library, private_dnnl)
     assert (library.stat().st_mtime_ns, private_dnnl.stat().st_mtime_ns) == stamps
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [library.name, library.name + ".sha256", private_dnnl.name, private_dnnl.name + ".sha256"])
+        [library.name, library.name + ".sha256", private_dnnl.name, private_dnnl.name + ".sha256", "build.lock"])
 
 
 def test_a_missing_compiler_is_named(tmp_path):
@@ -113,7 +113,59 @@ def test_a_missing_compiler_is_named(tmp_path):
 def test_a_failed_compile_leaves_nothing_in_the_cache(tmp_path):
     with pytest.raises(onednn.OneDNNUnavailable, match="compiling .*onednn_conv.cc failed"):
         onednn.build(tmp_path, "false")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["build.lock"]   # an empty file, held by no one now
+
+
+TOGETHER = """
+import sys, time
+from fcn8s.kernels import onednn, probe
+job, cache, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))   # both processes begin at the same moment
+if job == "build":
+    onednn.build(cache, sys.argv[4])
+else:
+    def measure(width):   # slow, and different in each process
+        time.sleep(2)
+        return {"pid": {"mindspore": float(__import__("os").getpid())}}
+    probe.measure = measure
+    print("verdict", probe.verdict_seconds(0.5)[0])
+"""
+
+
+def _two_processes_at_once(job, cache, *extra):
+    """The outputs of two processes running ``job`` of TOGETHER on ``cache``, started at the same moment."""
+    start = time.time() + 5   # after both have imported fcn8s (and MindSpore)
+    procs = [subprocess.Popen([sys.executable, "-c", TOGETHER, job, str(cache), str(start), *extra],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, FCN8S_CACHE=str(cache))) for _ in range(2)]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-2000:]
+    return [out for out, _ in outputs]
+
+
+def test_processes_that_start_together_build_the_kernels_once(tmp_path):
+    """msrun's workers start together on a cold cache: one builds, the others wait and find it built."""
+    runs = tmp_path / "compiler runs"
+    fake = tmp_path / "c++"   # slow, and counts its runs; writes a stand-in library
+    fake.write_text(f"""#!/bin/sh
+[ "$1" = --version ] && {{ echo 'fake c++ 1.0'; exit 0; }}
+echo run >> '{runs}'
+sleep 2
+while [ $# -gt 0 ]; do [ "$1" = -o ] && echo library > "$2"; shift; done
+""")
+    fake.chmod(0o755)
+    outputs = _two_processes_at_once("build", tmp_path / "cache", str(fake))
+    assert runs.read_text() == "run\n"
+    assert sum("waiting for another process building the kernels" in out for out in outputs) == 1, outputs
+
+
+def test_processes_that_start_together_share_one_probe_verdict(tmp_path):
+    """One measures, the others wait and read its verdict: every worker runs the same kernels."""
+    outputs = _two_processes_at_once("probe", tmp_path)
+    verdicts = [next(line for line in out.splitlines() if line.startswith("verdict")) for out in outputs]
+    assert verdicts[0] == verdicts[1], outputs
+    assert sum("waiting for another process measuring the kernels" in out for out in outputs) == 1, outputs
 
 
 def test_an_unwritable_cache_is_named(tmp_path):

@@ -5,9 +5,10 @@
 The kernels (``onednn_conv.cc`` beside this file) are MindSpore AOT custom ops. They are compiled with the
 host's C++ compiler on first use into a cache folder (``$FCN8S_CACHE``, default ``~/.cache/fcn8s``),
 keyed by everything that changes the binary (``cache_key``). Each cached file is written under a
-temporary name then renamed, and its sha256 is recorded beside it afterwards, so concurrent processes
-(msrun workers) never load a half-written file, and a truncated or corrupt one (which would kill the
-process with SIGBUS when loaded) is rebuilt instead. A cache another user can write is refused: loading
+temporary name then renamed, and its sha256 is recorded beside it afterwards, so that no process loads a
+half-written file, and a truncated or corrupt one (which would kill the process with SIGBUS when loaded) is
+rebuilt instead. Processes that start together (msrun workers) take turns (``build.lock``): the first builds,
+the others wait and load what it built. A cache another user can write is refused: loading
 code from it would run theirs. The kernels run on a private copy of the libdnnl.so.3 that MindSpore
 ships: a second instance of the library, left at the best ISA the CPU has. Everything here is CPU-only;
 ``available()`` says why the kernels cannot be used, and the network then falls back to MindSpore's
@@ -23,7 +24,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from ..fileio import atomic_path, atomic_write_text
+from ..fileio import atomic_path, atomic_write_text, taking_turns
 from ..host import cpu_flags, omp_num_threads, thread_budget
 from ..log import get_logger
 from . import ONEDNN_LAYOUTS
@@ -184,10 +185,11 @@ def build(cache, compiler_name):
         library = cache / f"onednn_conv-{cache_key(compiler)}.so"
         # A copy under another name loads as a separate oneDNN instance (the dynamic linker matches by file).
         private_dnnl = cache / f"libdnnl-{mindspore.__version__}-{dnnl.stat().st_size}.so.3"
-        if not _intact(library):
-            _compile(compiler, library)
-        if not _intact(private_dnnl):
-            _store(private_dnnl, lambda tmp: shutil.copyfile(dnnl, tmp))
+        with taking_turns(cache / "build.lock", f"waiting for another process building the kernels in {cache}"):
+            if not _intact(library):
+                _compile(compiler, library)
+            if not _intact(private_dnnl):
+                _store(private_dnnl, lambda tmp: shutil.copyfile(dnnl, tmp))
     except OSError as e:
         raise OneDNNUnavailable(f"cannot write the kernel cache {cache} ({e.strerror or e}; set FCN8S_CACHE)") from None
     for path in (library, private_dnnl):

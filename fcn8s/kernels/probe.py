@@ -20,7 +20,8 @@ im2col buffer (README, trap 4).
 
 The verdict is cached beside the compiled library, keyed by everything that changes it (CPU model and
 flags, cores, MindSpore version, kernel and probe source, width, the kernels' thread count), so the
-probe runs once per host, width and thread count.
+probe runs once per host, width and thread count. Processes that start together take turns: one measures
+(alone on the cores, and once), the others wait and read its verdict, so every worker runs the same kernels.
 """
 import hashlib
 import json
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..architecture import FC_CHANNELS, STRIDE, VGG16_BLOCKS, scaled
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, taking_turns
 from ..host import cpu_flags, cpu_name
 from ..log import get_logger
 from . import BACKBONE, FC_LAYERS, LIBRARY_CHOICES, MINDSPORE_PLAN, onednn
@@ -142,13 +143,14 @@ def verdict_seconds(width):
     """(seconds, how): the probe's times for ``width`` on this host, as ``measure`` returns them, read from
     the cache, or measured now and cached where none is (see the module docstring); ``how`` says which."""
     path = verdict_path(width)
-    try:
-        return json.loads(path.read_text())["seconds"], f"cached in {path}"
-    except (OSError, ValueError, KeyError):
-        get_logger().info(f"measuring which convolution kernels are fastest on this host (once, width {width:g})")
-        seconds = measure(width)
-        atomic_write_text(path, json.dumps({"width": width, "seconds": seconds}) + "\n")
-        return seconds, f"measured now, saved to {path}"
+    with taking_turns(path.with_suffix(".lock"), f"waiting for another process measuring the kernels ({path})"):
+        try:
+            return json.loads(path.read_text())["seconds"], f"cached in {path}"
+        except (OSError, ValueError, KeyError):
+            get_logger().info(f"measuring which convolution kernels are fastest on this host (once, width {width:g})")
+            seconds = measure(width)
+            atomic_write_text(path, json.dumps({"width": width, "seconds": seconds}) + "\n")
+            return seconds, f"measured now, saved to {path}"
 
 
 def library_choice(width):
