@@ -26,6 +26,9 @@ $PY benchmarks/upsample_kernel.py -o $R/upsample_kernel.json
 $PY benchmarks/plan_step_ab.py upsample native custom -o $R/ab_upsample.json
 $PY benchmarks/plan_step_ab.py batchnorm native custom -o $R/ab_batchnorm.json
 $PY benchmarks/plan_step_ab.py optimizer native custom -o $R/ab_optimizer.json
+# the library's threads spinning 100 us for the next region before sleeping (onednn_conv.cc, SleepingPool), or not
+$PY benchmarks/plan_step_ab.py pool_spin 0 100 -o $R/ab_pool_spin.json
+$PY benchmarks/plan_step_ab.py pool_spin 0 100 --batch 2 --size 256 --width 1 --rounds 8 --steps 2 -o $R/ab_pool_spin_2x256.json
 # the library's loops built for the baseline x86-64 (SSE2): why batchnorm and upsample need AVX2 (kernels.NEED_AVX2)
 $PY benchmarks/plan_step_ab.py upsample native custom --baseline-build -o $R/ab_upsample_baseline.json
 $PY benchmarks/plan_step_ab.py batchnorm native custom --baseline-build -o $R/ab_batchnorm_baseline.json

@@ -270,6 +270,30 @@ def _library_call(lib, function, *arrays):
                                   None, None)
 
 
+@pytest.mark.parametrize("spin_us", [0.0, 1e5], ids=["threads-sleep-between-regions", "threads-spin-through"])
+def test_the_kernels_threads_give_the_same_results_sleeping_or_spinning_between_regions(onednn_kernels, rng,
+                                                                                        spin_us):
+    """The library's pool hands each region to its workers either awake (spinning) or asleep (condition variable):
+    a convolution called back to back, each way, equals a float64 reference every time."""
+    x = rng.standard_normal((2, 8, 32, 32)).astype(np.float32)
+    weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    patches = np.lib.stride_tricks.sliding_window_view(np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1))),
+                                                       (3, 3), axis=(2, 3))
+    expected = np.einsum("nchwij,ocij->nohw", patches, weight.astype(np.float64))
+    if onednn.kernel_threads()[0] == 1:
+        pytest.skip("the kernels run one thread here: no workers to hand regions to")
+    lib = ctypes.CDLL(onednn.load())
+    default = onednn.set_pool_spin(spin_us)
+    try:
+        for _ in range(50):
+            y = np.zeros((2, 16, 32, 32), np.float32)
+            assert _library_call(lib, "conv2d_forward", x, weight, y) == 0
+            np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    finally:
+        assert onednn.set_pool_spin(default) == pytest.approx(spin_us)
+    assert default == pytest.approx(100.0)   # kSpinMicroseconds
+
+
 @pytest.mark.parametrize("weight_shape, y_shape", [((4, 3, 3, 3), (1, 4, 5, 5)),    # weight's in channels
                                                    ((4, 8, 3, 3), (1, 5, 5, 5)),    # y's channels
                                                    ((4, 8, 3, 3), (1, 4, 5, 6)),    # y's size

@@ -207,6 +207,7 @@ def _kernels():
     except OSError as e:
         raise OneDNNUnavailable(f"cannot load the kernel library ({e})") from None
     lib.fcn8s_onednn_error.restype = ctypes.c_char_p
+    lib.fcn8s_set_pool_spin.restype = ctypes.c_double
     if lib.fcn8s_onednn_init(str(private_dnnl).encode(), threads) != 0:
         raise OneDNNUnavailable(lib.fcn8s_onednn_error().decode())
     get_logger().info(f"oneDNN convolution kernels: {threads} thread{'s' if threads > 1 else ''} ({why})")
@@ -223,6 +224,13 @@ def use_baseline_build(on):
     build (True) or, where the CPU has AVX2 and FMA, their build for those (False, the default): for tests and
     A/B benchmarks."""
     _kernels()[1].fcn8s_baseline_build(int(on))
+
+
+def set_pool_spin(microseconds):
+    """How long the library's threads spin for the next parallel region (and the caller for the workers' shares)
+    before they sleep, in microseconds (the library's kSpinMicroseconds by default); returns the spin it replaces.
+    For tests and A/B benchmarks."""
+    return _kernels()[1].fcn8s_set_pool_spin(ctypes.c_double(microseconds))
 
 
 def vector_build():

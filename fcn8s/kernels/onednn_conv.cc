@@ -29,6 +29,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -113,18 +115,25 @@ struct ThreadpoolIface {
     virtual ~ThreadpoolIface() = default;
 };
 
-// The pool oneDNN's parallel regions run on: the calling thread and threads - 1 workers that sleep
-// (on a condition variable) between regions. Why not OpenMP: libgomp's workers spin for a while after
-// each region, and the kernels run between MindSpore's own operators, whose thread pool then finds
-// a core taken; on two cores that made the full network's step 10-15% slower (OMP_WAIT_POLICY=ACTIVE,
-// which spins without end, made the narrow network's twice as slow). A region is shared statically:
-// the caller runs i = 0, threads, 2 x threads, ..., worker t runs i = t, t + threads, ...  Calls are
-// serialised by `mutex` (run), so one region runs at a time; a nested region runs on its caller.
-// A process forked after the workers started has none of them, and its copies of their mutex and
-// condition variables may be held by threads that do not exist there: it starts its own workers on
-// new ones on first use.
+// The pool oneDNN's parallel regions run on: the calling thread and threads - 1 workers. Between regions a
+// worker spins for `spin` (kSpinMicroseconds by default), then sleeps on a condition variable; the caller
+// waits for the workers' shares the same way. Why the short spin: a condition variable's wake-up took about
+// 70 us on the 2-core AVX2 EPYC (a VM), and a step of the demo's network runs about 250 regions, most of them
+// back to back inside one operator; sleeping at once made its step 5-9% slower there (plan_step_ab.py
+// pool_spin; the full network's 2x256 step, whose regions are longer, the same within noise). Why not longer,
+// or OpenMP: libgomp's workers spin far longer after each region, and the kernels run between MindSpore's own
+// operators, whose thread pool then finds a core taken; on two cores that made the full network's step 10-15%
+// slower (OMP_WAIT_POLICY=ACTIVE, which spins without end, made the narrow network's twice as slow). A region
+// is shared statically: the caller runs i = 0, threads, 2 x threads, ..., worker t runs i = t, t + threads,
+// ...  Calls are serialised by `mutex` (run), so one region runs at a time; a nested region runs on its
+// caller. A process forked after the workers started has none of them, and its copies of their mutex and
+// condition variables may be held by threads that do not exist there: it starts its own workers on new ones
+// on first use.
+constexpr double kSpinMicroseconds = 100;
+
 struct SleepingPool final : ThreadpoolIface {
     int threads = 1;
+    std::atomic<double> spin{kSpinMicroseconds * 1e-6};   // seconds; fcn8s_set_pool_spin sets it
     int get_num_threads() const override { return threads; }
     bool get_in_parallel() const override { return in_region; }
     uint64_t get_flags() const override { return 0; }  // synchronous
@@ -135,17 +144,19 @@ struct SleepingPool final : ThreadpoolIface {
             return;
         }
         Workers &w = workers();
+        w.job = &fn;   // published by the release of generation below, read after its acquire
+        w.job_n = n;
+        w.pending.store(threads - 1, std::memory_order_relaxed);
         {
-            std::lock_guard<std::mutex> lock(w.m);
-            w.job = &fn;
-            w.job_n = n;
-            w.pending = threads - 1;
-            ++w.generation;
+            std::lock_guard<std::mutex> lock(w.m);   // a worker that sleeps checks generation under it
+            w.generation.fetch_add(1, std::memory_order_release);
         }
         w.wake.notify_all();
         run_share(0, n, fn);
-        std::unique_lock<std::mutex> lock(w.m);
-        w.done.wait(lock, [&w] { return w.pending == 0; });
+        if (!spin_until([&w] { return w.pending.load(std::memory_order_acquire) == 0; })) {
+            std::unique_lock<std::mutex> lock(w.m);
+            w.done.wait(lock, [&w] { return w.pending.load(std::memory_order_acquire) == 0; });
+        }
     }
 
   private:
@@ -153,12 +164,25 @@ struct SleepingPool final : ThreadpoolIface {
         std::mutex m;
         std::condition_variable wake, done;
         const std::function<void(int, int)> *job = nullptr;
-        int job_n = 0, pending = 0;
-        uint64_t generation = 0;
+        int job_n = 0;
+        std::atomic<int> pending{0};
+        std::atomic<uint64_t> generation{0};
     };
     static thread_local bool in_region;
     Workers *current = nullptr;
     pid_t owner = 0;   // the process whose threads serve `current`
+
+    // Whether ready() became true within `spin` seconds of spinning.
+    template <typename Ready>
+    bool spin_until(const Ready &ready) const {
+        if (ready()) return true;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(spin.load());
+        while (std::chrono::steady_clock::now() < until) {
+            if (ready()) return true;
+            __builtin_ia32_pause();
+        }
+        return ready();
+    }
 
     void run_share(int t, int n, const std::function<void(int, int)> &fn) {
         in_region = true;
@@ -177,16 +201,18 @@ struct SleepingPool final : ThreadpoolIface {
 
     void work(int t, Workers &w) {
         uint64_t seen = 0;
-        std::unique_lock<std::mutex> lock(w.m);
         for (;;) {
-            w.wake.wait(lock, [&] { return w.generation != seen; });
-            seen = w.generation;
-            const auto *fn = w.job;
-            int n = w.job_n;
-            lock.unlock();
-            run_share(t, n, *fn);
-            lock.lock();
-            if (--w.pending == 0) w.done.notify_one();
+            auto posted = [&] { return w.generation.load(std::memory_order_acquire) != seen; };
+            if (!spin_until(posted)) {
+                std::unique_lock<std::mutex> lock(w.m);
+                w.wake.wait(lock, posted);
+            }
+            seen = w.generation.load(std::memory_order_acquire);
+            run_share(t, w.job_n, *w.job);
+            if (w.pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lock(w.m);   // the caller, if it sleeps, checks pending under it
+                w.done.notify_one();
+            }
         }
     }
 };
@@ -1042,6 +1068,11 @@ int fcn8s_onednn_init(const char *dnnl_path, int threads) {
 }
 
 const char *fcn8s_onednn_error() { return last_error.c_str(); }
+
+// How long the pool's threads spin waiting for the next region (workers) or for the workers' shares (the
+// caller) before they sleep, in microseconds (kSpinMicroseconds by default); returns the spin it replaces. For
+// A/B benchmarks and tests.
+double fcn8s_set_pool_spin(double microseconds) { return pool.spin.exchange(microseconds * 1e-6) * 1e6; }
 
 // Whether the library's own loops (see vectorised) run their baseline build only (on != 0), or the AVX2 + FMA
 // one where the CPU has both (on = 0, the default); tests run both.
