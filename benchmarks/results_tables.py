@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from fcn8s.config import load_config
 from fcn8s.kernels import describe as describe_kernels
 
 LABELS = {"fcn8s": "fcn8s", "ms-kernels": "fcn8s, MindSpore's kernels", "seed": "tutorial's definition",
@@ -107,10 +108,15 @@ def upsample_table(report):
 
 
 def ab_line(report):
-    """One line: the demo's train step with one kernel-plan entry made two ways (plan_step_ab.py)."""
+    """One line: a train step (the demo's unless the file says another) with one kernel-plan entry, or the
+    library's threads' spin, made two ways (plan_step_ab.py)."""
     (first, a), (second, b) = report["median_s"].items()
     build = ", the library's baseline x86-64 build" if report.get("baseline_build") else ""
-    return (f"- the demo's train step ({report['batch']}x{report['size']}², width {report['width']:g}{build}), "
+    demo = load_config("demo")
+    whose = ("the demo's" if (report["batch"], report["size"], report["width"])
+             == (demo.train.batch_size, demo.data.crop_size, demo.model.width) else "the")
+    return (f"- {whose} train step ({report['batch']}x{report['size']}², "
+            f"width {report['width']:g}{build}), "
             f"{report['entry']} {first} {1000 * a:.1f} ms, {second} {1000 * b:.1f} ms: {second} / {first} "
             f"{b / a:.2f} (medians of {report['rounds']} interleaved rounds of {report['steps_per_round']} steps)")
 

@@ -119,8 +119,8 @@ struct ThreadpoolIface {
 // worker spins for `spin` (kSpinMicroseconds by default), then sleeps on a condition variable; the caller
 // waits for the workers' shares the same way. Why the short spin: a condition variable's wake-up took about
 // 70 us on the 2-core AVX2 EPYC (a VM), and a step of the demo's network runs about 250 regions, most of them
-// back to back inside one operator; sleeping at once made its step 5-9% slower there (plan_step_ab.py
-// pool_spin; the full network's 2x256 step, whose regions are longer, the same within noise). Why not longer,
+// back to back inside one operator; the spin takes its step to 0.97x there (ab_pool_spin.json; the full
+// network's 2x256 step, whose regions are longer, read 1.08x in the same sitting: unsettled). Why not longer,
 // or OpenMP: libgomp's workers spin far longer after each region, and the kernels run between MindSpore's own
 // operators, whose thread pool then finds a core taken; on two cores that made the full network's step 10-15%
 // slower (OMP_WAIT_POLICY=ACTIVE, which spins without end, made the narrow network's twice as slow). A region
