@@ -2,6 +2,7 @@
     python benchmarks/results_tables.py [benchmarks/results/<cpu kind> ...]
 With no folder, every kind of CPU measured (each folder of benchmarks/results), one after the other.
 """
+import functools
 import json
 import sys
 from pathlib import Path
@@ -107,14 +108,19 @@ def upsample_table(report):
     return lines
 
 
+@functools.cache
+def _demo_step():
+    """(batch, crop size, width) of the demo's train step, as demo.yaml sets them."""
+    demo = load_config("demo")
+    return demo.train.batch_size, demo.data.crop_size, demo.model.width
+
+
 def ab_line(report):
     """One line: a train step (the demo's unless the file says another) with one kernel-plan entry, or the
     library's threads' spin, made two ways (plan_step_ab.py)."""
     (first, a), (second, b) = report["median_s"].items()
     build = ", the library's baseline x86-64 build" if report.get("baseline_build") else ""
-    demo = load_config("demo")
-    whose = ("the demo's" if (report["batch"], report["size"], report["width"])
-             == (demo.train.batch_size, demo.data.crop_size, demo.model.width) else "the")
+    whose = "the demo's" if (report["batch"], report["size"], report["width"]) == _demo_step() else "the"
     return (f"- {whose} train step ({report['batch']}x{report['size']}², "
             f"width {report['width']:g}{build}), "
             f"{report['entry']} {first} {1000 * a:.1f} ms, {second} {1000 * b:.1f} ms: {second} / {first} "

@@ -275,13 +275,13 @@ def test_the_kernels_threads_give_the_same_results_sleeping_or_spinning_between_
                                                                                         spin_us):
     """The library's pool hands each region to its workers either awake (spinning) or asleep (condition variable):
     a convolution called back to back, each way, equals a float64 reference every time."""
+    if onednn.kernel_threads()[0] == 1:
+        pytest.skip("the kernels run one thread here: no workers to hand regions to")
     x = rng.standard_normal((2, 8, 32, 32)).astype(np.float32)
     weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     patches = np.lib.stride_tricks.sliding_window_view(np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1))),
                                                        (3, 3), axis=(2, 3))
     expected = np.einsum("nchwij,ocij->nohw", patches, weight.astype(np.float64))
-    if onednn.kernel_threads()[0] == 1:
-        pytest.skip("the kernels run one thread here: no workers to hand regions to")
     lib = ctypes.CDLL(onednn.load())
     default = onednn.set_pool_spin(spin_us)
     try:
