@@ -148,6 +148,20 @@ def profile_table(report):
     return lines
 
 
+def before_after_table(before, after):
+    """Milliseconds a step per part of the network: on MindSpore's kernels (``before``) and on fcn8s's (``after``),
+    two profiles of one sitting (profile_step.py --kernels mindspore / auto)."""
+    parts = sorted(set(before["per_part_ms"]) | set(after["per_part_ms"]),
+                   key=lambda part: -before["per_part_ms"].get(part, 0.0))
+    lines = ["| part of the step (ms) | MindSpore's kernels | fcn8s | fcn8s / MindSpore's |", "|---|---|---|---|"]
+    for part in parts + ["total"]:
+        ms_before, ms_after = ((sum(r["per_part_ms"].values()) if part == "total" else r["per_part_ms"].get(part, 0.0))
+                               for r in (before, after))
+        ratio = f"{ms_after / ms_before:.2f}x" if ms_before >= 1 else ""
+        lines.append(f"| {part} | {ms_before:.0f} | {ms_after:.0f} | {ratio} |")
+    return lines
+
+
 def onednn_table(report):
     """Per oneDNN primitive kind: milliseconds of one train step on each side, then the step and oneDNN totals."""
     sides = report["sides"]
@@ -199,11 +213,15 @@ def print_tables(folder):
     for path in sorted(folder.glob("demo_ab_*.json")):
         ab = _load(folder, path.name)
         print(f"### {path.name} ({host_line(ab['host'])})\n\n{demo_ab_line(ab)}\n")
-    for name in ("profile_2x256.json", "profile_1x512.json", "profile_demo.json"):
-        profile = _load(folder, name)
+    for shape in ("2x256", "1x512", "demo"):
+        profile, before = _load(folder, f"profile_{shape}.json"), _load(folder, f"profile_{shape}_ms_kernels.json")
         if profile:
-            print(f"### {name} ({host_line(profile['host'])}; {profile['batch']}x{profile['size']}², width "
-                  f"{profile['width']:g})\n\n" + "\n".join(profile_table(profile)) + "\n")
+            print(f"### profile_{shape}.json ({host_line(profile['host'])}; {profile['batch']}x{profile['size']}², "
+                  f"width {profile['width']:g})\n\n" + "\n".join(profile_table(profile)) + "\n")
+        if profile and before and "per_part_ms" in profile:
+            print(f"### profile_{shape}_ms_kernels.json against profile_{shape}.json (before: "
+                  f"{host_line(before['host'])}; the same network on MindSpore's kernels)\n\n"
+                  + "\n".join(before_after_table(before, profile)) + "\n")
     primitives = _load(folder, "onednn_1x512.json")
     if primitives:
         print(f"### onednn_1x512.json ({host_line(primitives['host'])}; train {primitives['batch']}x"

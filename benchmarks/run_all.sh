@@ -28,12 +28,16 @@ $PY benchmarks/plan_step_ab.py batchnorm native custom -o $R/ab_batchnorm.json
 $PY benchmarks/plan_step_ab.py optimizer native custom -o $R/ab_optimizer.json
 # the library's threads spinning 100 us for the next region before sleeping (onednn_conv.cc, SleepingPool), or not
 $PY benchmarks/plan_step_ab.py pool_spin 0 100 -o $R/ab_pool_spin.json
-$PY benchmarks/plan_step_ab.py pool_spin 0 100 --batch 2 --size 256 --width 1 --rounds 8 --steps 2 -o $R/ab_pool_spin_2x256.json
+$PY benchmarks/plan_step_ab.py pool_spin 0 100 --batch 2 --size 256 --width 1 --rounds 12 --steps 2 -o $R/ab_pool_spin_2x256.json
 # the library's loops built for the baseline x86-64 (SSE2): why batchnorm and upsample need AVX2 (kernels.NEED_AVX2)
 $PY benchmarks/plan_step_ab.py upsample native custom --baseline-build -o $R/ab_upsample_baseline.json
 $PY benchmarks/plan_step_ab.py batchnorm native custom --baseline-build -o $R/ab_batchnorm_baseline.json
+# each step's ops on the kernels fcn8s picks, and before them (the same network on MindSpore's kernels)
 $PY benchmarks/profile_step.py -o $R/profile_2x256.json
+$PY benchmarks/profile_step.py --kernels mindspore -o $R/profile_2x256_ms_kernels.json
 $PY benchmarks/profile_step.py --batch 1 --size 512 -o $R/profile_1x512.json
+$PY benchmarks/profile_step.py --batch 1 --size 512 --kernels mindspore -o $R/profile_1x512_ms_kernels.json
 $PY benchmarks/profile_step.py --batch 8 --size 128 --width 0.25 -o $R/profile_demo.json
+$PY benchmarks/profile_step.py --batch 8 --size 128 --width 0.25 --kernels mindspore -o $R/profile_demo_ms_kernels.json
 $PY benchmarks/onednn_primitives.py --batch 1 --size 512 -o $R/onednn_1x512.json
 $PY benchmarks/demo_time.py -o $R/demo.json

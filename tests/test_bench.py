@@ -1,8 +1,10 @@
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,8 @@ from fcn8s import bench, kernels
 from fcn8s.bench_worker import Row, model_and_step
 from fcn8s.cli import main
 from fcn8s.host import KERNEL_ENV, cpu_isa, kernel_environment, peak_rss_mib
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_measures_and_writes_json(tmp_path, capsys, monkeypatch):
@@ -119,3 +123,33 @@ def test_the_tutorials_definition_gets_a_train_step_with_mindspores_loss():
     net, step = model_and_step("seed", "train", 1.0, "pynative", 1)
     assert not hasattr(net, "kernel_plan")
     assert not step.network._loss_fn.custom
+
+
+def test_the_profile_puts_each_op_in_the_part_of_the_network_its_scope_names():
+    """Op names as MindSpore's profiler writes them, from a step on each kernel path: the before/after table
+    of benchmarks/RESULTS.md compares the two paths part by part."""
+    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
+    profile_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_step)
+    net = "Default/network-WithLossCell/_backbone-FCN"
+    grads = "Gradients/Default/network-WithLossCell/_backbone-FCN"
+    expected = {
+        f"{net}/conv1-ConvBNReLUBlock/0-FastGradConv2d/op-OneDNNConv/Custom-op1": "blocks conv1-conv5",
+        f"{grads}/conv5-ConvBNReLUBlock/0-Conv2d/Grad_Conv2D/Conv2DBackpropFilter-op3": "blocks conv1-conv5",
+        f"{net}/conv6-ConvBNReLUBlock/0-FastGradConv2d/op-GemmConv/Custom-op2": "conv6",
+        f"{net}/conv6-ConvBNReLUBlock/0-FastGradConv2d/op-_ConvCustomGrad/MatMul-op0": "conv6",
+        f"{net}/conv6-ConvBNReLUBlock/1-BatchNorm2d/BatchNorm-op14": "BatchNorm + ReLU",
+        f"{grads}/conv7-ConvBNReLUBlock/1-BatchNorm2d/Grad_BatchNorm/BatchNormGrad-op9": "BatchNorm + ReLU",
+        f"{grads}/conv7-ConvBNReLUBlock/2-ReLU/Grad_ReLU/ReluGrad-op4": "BatchNorm + ReLU",
+        f"{net}/conv4-ConvBNReLUBlock/bn_relu-LibraryBatchNormReLU/Custom-op0": "BatchNorm + ReLU",
+        f"{net}/conv7-ConvBNReLUBlock/0-FastGradConv2d/op-GemmConv/Custom-op1": "conv7",
+        f"{grads}/score_fr-Conv2d/Grad_Conv2D/Conv2DBackpropInput-op2": "score heads (score_fr, score_pool*)",
+        f"{net}/pool-MaxPool/pool-MaxPool2x2/Custom-op6": "max pooling",
+        f"{grads}/pool-MaxPool/pool-MaxPool2d/Grad_MaxPool/MaxPoolGrad-op1": "max pooling",
+        f"{net}/upscore8-TransposedConv/op-LibraryUpsample/Custom-op0": "upsampling (upscore*)",
+        f"{grads}/upscore2-Conv2dTranspose/Grad_Conv2DTranspose/Conv2DBackpropFilter-op0": "upsampling (upscore*)",
+        "Default/network-WithLossCell/_loss_fn-PixelCrossEntropy/SoftmaxCrossEntropyWithLogits-op0": "loss",
+        "Default/optimizer-Momentum/ApplyMomentum-op12": "optimizer update",
+        f"{net}/Add-op0": "other",
+    }
+    assert {name: profile_step.part(name) for name in expected} == expected
