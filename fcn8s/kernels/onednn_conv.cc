@@ -119,8 +119,9 @@ struct ThreadpoolIface {
 // worker spins for `spin` (kSpinMicroseconds by default), then sleeps on a condition variable; the caller
 // waits for the workers' shares the same way. Why the short spin: a condition variable's wake-up took about
 // 70 us on the 2-core AVX2 EPYC (a VM), and a step of the demo's network runs about 250 regions, most of them
-// back to back inside one operator; the spin takes its step to 0.97x there (ab_pool_spin.json; the full
-// network's 2x256 step, whose regions are longer, read 1.08x in the same sitting: unsettled). Why not longer,
+// back to back inside one operator; the spin makes that step faster, and costs the full network's, whose
+// regions are longer, about what its bound allows, 100 us of a core per region (ab_pool_spin*.json in
+// benchmarks/RESULTS.md: 0.92x and about 1.015x round by round on the AVX2 EPYC). Why not longer,
 // or OpenMP: libgomp's workers spin far longer after each region, and the kernels run between MindSpore's own
 // operators, whose thread pool then finds a core taken; on two cores that made the full network's step 10-15%
 // slower (OMP_WAIT_POLICY=ACTIVE, which spins without end, made the narrow network's twice as slow). A region
