@@ -151,12 +151,13 @@ def profile_table(report):
 def before_after_table(before, after):
     """Milliseconds a step per part of the network: on MindSpore's kernels (``before``) and on fcn8s's (``after``),
     two profiles of one sitting (profile_step.py --kernels mindspore / auto)."""
-    parts = sorted(set(before["per_part_ms"]) | set(after["per_part_ms"]),
-                   key=lambda part: -before["per_part_ms"].get(part, 0.0))
+    def ms(report, part):
+        return sum(report["per_part_ms"].values()) if part == "total" else report["per_part_ms"].get(part, 0.0)
+
+    parts = sorted(set(before["per_part_ms"]) | set(after["per_part_ms"]), key=lambda part: -ms(before, part))
     lines = ["| part of the step (ms) | MindSpore's kernels | fcn8s | fcn8s / MindSpore's |", "|---|---|---|---|"]
     for part in parts + ["total"]:
-        ms_before, ms_after = ((sum(r["per_part_ms"].values()) if part == "total" else r["per_part_ms"].get(part, 0.0))
-                               for r in (before, after))
+        ms_before, ms_after = ms(before, part), ms(after, part)
         ratio = f"{ms_after / ms_before:.2f}x" if ms_before >= 1 else ""
         lines.append(f"| {part} | {ms_before:.0f} | {ms_after:.0f} | {ratio} |")
     return lines
