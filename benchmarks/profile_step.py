@@ -70,9 +70,10 @@ def main():
         cell = LIBRARY_CELL.search(row["full_op_name"]) if op == "Custom" else None
         op = f"{op} {cell.group(1)}" if cell else op
         group = f"conv6 {op}" if CONV6.search(row["full_op_name"]) else op
-        per_op[group] = per_op.get(group, 0.0) + float(row["op_total_time(ms)"]) / STEPS
+        ms_per_step = float(row["op_total_time(ms)"]) / STEPS
+        per_op[group] = per_op.get(group, 0.0) + ms_per_step
         where = part(row["full_op_name"])
-        per_part[where] = per_part.get(where, 0.0) + float(row["op_total_time(ms)"]) / STEPS
+        per_part[where] = per_part.get(where, 0.0) + ms_per_step
     print(f"{'op (per step)':<32}{'ms':>8}")
     for group, ms_per_step in sorted(per_op.items(), key=lambda item: -item[1]):
         if ms_per_step >= 1:
